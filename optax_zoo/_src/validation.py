@@ -1,0 +1,163 @@
+"""Hyperparameter checks shared by every public constructor.
+
+Each check raises a `ValueError` that names the argument, the value it got and
+the range it allows, so a typo fails at construction time and not as a NaN a
+thousand steps later.
+
+Values that are not concrete yet (JAX tracers, as produced by
+`optax.inject_hyperparams` inside a jitted update) cannot be checked and are let
+through; schedules (callables) are checked by sampling them at step 0, which is
+concrete and catches a negative peak value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = [
+  'check_choice',
+  'check_in_range',
+  'check_int',
+  'check_learning_rate',
+  'check_non_negative',
+  'check_positive',
+  'check_transform',
+  'check_weight_decay',
+]
+
+
+def _concrete(value: Any) -> float | None:
+  """Returns `value` as a Python float, or None when it is not concrete."""
+  if isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    arr = np.asarray(value)
+  except Exception:  # an unconvertible value is not concrete
+    return None
+  if arr.ndim != 0:
+    return None
+  if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+    return None
+  return float(arr)
+
+
+def _fail(name: str, value: Any, allowed: str) -> ValueError:
+  return ValueError(f'`{name}` must be {allowed}, got {value!r}.')
+
+
+def _check_number(name: str, value: Any) -> float | None:
+  if isinstance(value, (str, bytes)) or value is None:
+    raise _fail(name, value, 'a number')
+  x = _concrete(value)
+  if x is None:
+    if isinstance(value, jax.core.Tracer):
+      return None
+    arr = np.asarray(value)
+    if arr.ndim != 0:
+      raise _fail(name, value, 'a scalar')
+    raise _fail(name, value, 'a number')
+  if math.isnan(x):
+    raise _fail(name, value, 'a number, not NaN')
+  return x
+
+
+def check_in_range(
+  name: str,
+  value: Any,
+  low: float,
+  high: float,
+  *,
+  low_inclusive: bool = True,
+  high_inclusive: bool = False,
+) -> None:
+  """Checks `low <= value < high` (inclusiveness configurable)."""
+  x = _check_number(name, value)
+  if x is None:
+    return
+  ok_low = x >= low if low_inclusive else x > low
+  ok_high = x <= high if high_inclusive else x < high
+  if not (ok_low and ok_high):
+    left = '[' if low_inclusive else '('
+    right = ']' if high_inclusive else ')'
+    raise _fail(name, value, f'in {left}{low}, {high}{right}')
+
+
+def check_positive(name: str, value: Any) -> None:
+  """Checks `0 < value < inf`."""
+  x = _check_number(name, value)
+  if x is not None and not (0 < x < math.inf):
+    raise _fail(name, value, 'positive and finite (> 0)')
+
+
+def check_non_negative(name: str, value: Any) -> None:
+  """Checks `0 <= value < inf`."""
+  x = _check_number(name, value)
+  if x is not None and not (0 <= x < math.inf):
+    raise _fail(name, value, 'non-negative and finite (>= 0)')
+
+
+def check_int(
+  name: str, value: Any, *, minimum: int = 0, maximum: int | None = None
+) -> None:
+  """Checks that `value` is an integer in `[minimum, maximum]`."""
+  if isinstance(value, bool):
+    raise _fail(name, value, f'an integer >= {minimum}')
+  x = _check_number(name, value)
+  if x is None:
+    return
+  if x != int(x):
+    raise _fail(name, value, f'an integer >= {minimum}')
+  if x < minimum or (maximum is not None and x > maximum):
+    allowed = (
+      f'an integer >= {minimum}'
+      if maximum is None
+      else f'an integer in [{minimum}, {maximum}]'
+    )
+    raise _fail(name, value, allowed)
+
+
+def _check_scalar_or_schedule(
+  name: str, value: Any, check: Callable[[str, Any], None]
+) -> None:
+  if callable(value):
+    try:
+      at_zero = value(0)
+    except Exception:  # a schedule that needs more is trusted
+      return
+    check(f'{name}(0)', at_zero)
+  else:
+    check(name, value)
+
+
+def check_learning_rate(
+  value: Any, name: str = 'learning_rate', *, allow_none: bool = False
+) -> None:
+  """Checks a `ScalarOrSchedule` learning rate: non-negative and finite.
+
+  Zero is allowed (a frozen layer, the start of a warm-up schedule).
+  """
+  if value is None and allow_none:
+    return
+  _check_scalar_or_schedule(name, value, check_non_negative)
+
+
+def check_weight_decay(value: Any, name: str = 'weight_decay') -> None:
+  """Checks a scalar or scheduled weight decay: non-negative and finite."""
+  _check_scalar_or_schedule(name, value, check_non_negative)
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+  """Checks that `value` is one of `choices`."""
+  if value not in choices:
+    raise _fail(name, value, f'one of {choices!r}')
+
+
+def check_transform(name: str, value: Any) -> None:
+  """Checks that `value` looks like an `optax.GradientTransformation`."""
+  if not (hasattr(value, 'init') and hasattr(value, 'update')):
+    raise _fail(name, value, 'an optax.GradientTransformation')
