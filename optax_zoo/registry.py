@@ -75,6 +75,9 @@ class MethodInfo:
       optimizer). `build` uses it; the common tests use it with traced
       learning rates.
     invalid_kwargs: keyword overrides that must each raise `ValueError`.
+    static_args: hyperparameters that fix shapes or control flow and so
+      cannot be traced by `optax.inject_hyperparams` (pass them as its
+      ``static_args``).
     extra_args: names of extra `update` arguments the method needs.
     has_eval_params: whether its state defines ``eval_params``.
     needs_axis_name: whether it must run under a named mapped axis.
@@ -90,6 +93,7 @@ class MethodInfo:
   learning_rate: float
   example_kwargs: Callable[[Any], dict[str, Any]] = _lr_kwargs
   invalid_kwargs: tuple[Mapping[str, Any], ...] = ()
+  static_args: tuple[str, ...] = ()
   extra_args: tuple[str, ...] = ()
   has_eval_params: bool = False
   needs_axis_name: bool = False
@@ -234,6 +238,7 @@ _ENTRIES = (
       {'clipping_threshold': 0.0},
       {'min_dim_size_to_factor': 0},
     ),
+    static_args=('min_dim_size_to_factor',),
     deviations='second moment is factored only for dims >= 128 (optax)',
   ),
   MethodInfo(

@@ -1,0 +1,234 @@
+"""Tests every registered method must pass; a registry entry is all it takes."""
+
+from __future__ import annotations
+
+import chex
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_zoo
+from optax_zoo._src import test_utils as tu
+
+METHODS = [m.name for m in optax_zoo.methods()]
+# A log grid: each method must solve the toy problem at one of these rates.
+LEARNING_RATES = jnp.array([1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
+
+
+def _params(dtype=jnp.float32):
+  return {
+    'w': jnp.linspace(-1.0, 1.0, 12, dtype=dtype).reshape(3, 4),
+    'b': jnp.array([0.5, -0.25, 0.1, 2.0], dtype=dtype),
+  }
+
+
+def _grads(step: int, dtype=jnp.float32):
+  key = jax.random.key(step)
+  params = _params()
+  keys = jax.random.split(key, len(jax.tree.leaves(params)))
+  leaves = [
+    jax.random.normal(k, p.shape).astype(dtype)
+    for k, p in zip(keys, jax.tree.leaves(params), strict=True)
+  ]
+  return jax.tree.unflatten(jax.tree.structure(params), leaves)
+
+
+def _run(tx, params, state, steps, start=0):
+  update = jax.jit(tx.update)
+  for i in range(start, start + steps):
+    updates, state = update(
+      _grads(i, jax.tree.leaves(params)[0].dtype), state, params
+    )
+    params = optax.apply_updates(params, updates)
+  return params, state
+
+
+def _final_error(name, loss_fn, x0, target, steps):
+  info = optax_zoo.get(name)
+
+  # Cosine decay: layer-wise normalized and sign methods take steps of a
+  # fixed size and need a decaying rate to settle, as in their papers.
+  def solve(lr):
+    tx = info.build(optax.cosine_decay_schedule(lr, steps))
+    return tu.minimize(tx, loss_fn, x0, steps)
+
+  finals = jax.jit(jax.vmap(solve))(LEARNING_RATES)
+  return np.max(np.abs(np.asarray(finals) - np.asarray(target)), axis=1)
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_converges_on_parabola(name):
+  errors = _final_error(
+    name, tu.parabola, jnp.zeros(3), tu.PARABOLA_MIN, steps=2000
+  )
+  assert np.nanmin(errors) < 2e-2, dict(zip(LEARNING_RATES.tolist(), errors))
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_converges_on_rosenbrock(name):
+  errors = _final_error(
+    name, tu.rosenbrock, jnp.zeros(2), jnp.ones(2), steps=5000
+  )
+  assert np.nanmin(errors) < 5e-2, dict(zip(LEARNING_RATES.tolist(), errors))
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_jit_does_not_recompile(name):
+  tx = optax_zoo.get(name).build()
+  params = _params()
+  traces = []
+
+  @jax.jit
+  def step(grads, state, params):
+    traces.append(1)  # runs once per trace, not per call
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  for i in range(3):
+    params, state = step(_grads(i), state, params)
+  assert len(traces) == 1
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_inject_hyperparams_matches_plain(name):
+  info = optax_zoo.get(name)
+  injected = optax.inject_hyperparams(
+    info.factory, static_args=info.static_args
+  )(**info.example_kwargs(info.learning_rate))
+  state = injected.init(_params())
+  # A learning rate set through the state acts like one given at build time.
+  lr = info.learning_rate / 2
+  if 'learning_rate' in state.hyperparams:
+    state.hyperparams['learning_rate'] = jnp.asarray(lr)
+  else:  # a wrapper: its inner optimizer gets the rate
+    injected = optax.inject_hyperparams(
+      info.factory, static_args=info.static_args
+    )(**info.example_kwargs(lr))
+    state = injected.init(_params())
+  plain = info.build(lr)
+  p_plain, _ = _run(plain, _params(), plain.init(_params()), 5)
+  p_inj, _ = _run(injected, _params(), state, 5)
+  tu.assert_trees_close(p_plain, p_inj, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_multisteps_accumulates_like_one_big_batch(name):
+  tx = optax_zoo.get(name).build()
+  multi = optax.MultiSteps(tx, every_k_schedule=2)
+  params = _params()
+  m_params, m_state = params, multi.init(params)
+  for i in range(4):
+    updates, m_state = jax.jit(multi.update)(_grads(i), m_state, m_params)
+    m_params = optax.apply_updates(m_params, updates)
+  s_params, s_state = params, tx.init(params)
+  for i in (0, 2):
+    mean = jax.tree.map(lambda a, b: (a + b) / 2, _grads(i), _grads(i + 1))
+    updates, s_state = jax.jit(tx.update)(mean, s_state, s_params)
+    s_params = optax.apply_updates(s_params, updates)
+  tu.assert_trees_close(m_params, s_params, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_learning_rate_schedule(name):
+  info = optax_zoo.get(name)
+  lr = info.learning_rate
+  constant, _ = _run(
+    info.build(lr), _params(), info.build(lr).init(_params()), 4
+  )
+  scheduled_tx = info.build(optax.constant_schedule(lr))
+  scheduled, _ = _run(scheduled_tx, _params(), scheduled_tx.init(_params()), 4)
+  tu.assert_trees_close(constant, scheduled, rtol=1e-6, atol=1e-7)
+  # The schedule is read at the step count: a rate that halves at step 2
+  # leaves steps 0-1 untouched and changes what follows.
+  cut = info.build(optax.piecewise_constant_schedule(lr, {2: 0.5}))
+  p_cut, s_cut = _run(cut, _params(), cut.init(_params()), 2)
+  p_const, s_const = _run(
+    info.build(lr), _params(), info.build(lr).init(_params()), 2
+  )
+  tu.assert_trees_equal(p_cut, p_const)
+  p_cut, _ = _run(cut, p_cut, s_cut, 2, start=2)
+  p_const, _ = _run(info.build(lr), p_const, s_const, 2, start=2)
+  assert not np.allclose(p_cut['w'], p_const['w'], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('name', METHODS)
+def test_keeps_param_dtype_and_state_layout(name, dtype):
+  tx = optax_zoo.get(name).build()
+  params = _params(dtype)
+  state0 = tx.init(params)
+  params1, state1 = _run(tx, params, state0, 3)
+  assert tu.shapes_and_dtypes(params1) == tu.shapes_and_dtypes(params)
+  assert jax.tree.structure(state1) == jax.tree.structure(state0)
+  assert tu.shapes_and_dtypes(state1) == tu.shapes_and_dtypes(state0)
+  for leaf in jax.tree.leaves(params1):
+    assert np.all(np.isfinite(np.asarray(leaf, np.float32)))
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_invalid_hyperparameters_raise(name):
+  info = optax_zoo.get(name)
+  assert info.invalid_kwargs, f'{name} registers no invalid hyperparameters'
+  good = info.example_kwargs(info.learning_rate)
+  for bad in info.invalid_kwargs:
+    with pytest.raises(ValueError, match='|'.join(bad)):
+      info.factory(**{**good, **bad})
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_state_survives_save_and_restore(name):
+  tx = optax_zoo.get(name).build()
+  params, state = _run(tx, _params(), tx.init(_params()), 3)
+  blob = flax.serialization.to_bytes(state)
+  restored = flax.serialization.from_bytes(tx.init(_params()), blob)
+  tu.assert_trees_equal(restored, state)
+  cont, _ = _run(tx, params, state, 3, start=3)
+  cont_restored, _ = _run(tx, params, restored, 3, start=3)
+  tu.assert_trees_equal(cont, cont_restored)
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_nan_gradient_is_not_hidden(name):
+  tx = optax_zoo.get(name).build()
+  params = _params()
+  grads = _grads(0)
+  grads['b'] = grads['b'].at[1].set(jnp.nan)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  assert not np.all(np.isfinite(np.asarray(updates['b'])))
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_registered_state_memory_matches_measured(name):
+  info = optax_zoo.get(name)
+  params = {'w': jnp.zeros((64, 63)), 'b': jnp.zeros(63)}
+  n_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
+  kwargs = info.example_kwargs(info.learning_rate)
+  measured = tu.state_bytes(info.factory(**kwargs).init(params)) / n_bytes
+  if 'inner' in kwargs:  # wrappers register what they add to the inner state
+    measured -= tu.state_bytes(kwargs['inner'].init(params)) / n_bytes
+  assert abs(measured - info.state_copies) < 0.05, measured
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_registry_entry_is_complete(name):
+  info = optax_zoo.get(name)
+  assert getattr(optax_zoo, name) is info.factory
+  assert info.paper.title and info.paper.authors and info.paper.year > 1950
+  assert info.reference
+  assert info.learning_rate > 0
+  assert info.factory.__doc__ and 'Example' in info.factory.__doc__
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_eval_params_matches_registry(name):
+  info = optax_zoo.get(name)
+  tx = info.build()
+  params, state = _run(tx, _params(), tx.init(_params()), 3)
+  evaluated = optax_zoo.eval_params(state, params)
+  assert tu.shapes_and_dtypes(evaluated) == tu.shapes_and_dtypes(params)
+  differs = not np.array_equal(evaluated['w'], params['w'])
+  assert differs == info.has_eval_params
