@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import chex
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -64,7 +63,9 @@ def test_converges_on_parabola(name):
   errors = _final_error(
     name, tu.parabola, jnp.zeros(3), tu.PARABOLA_MIN, steps=2000
   )
-  assert np.nanmin(errors) < 2e-2, dict(zip(LEARNING_RATES.tolist(), errors))
+  assert np.nanmin(errors) < 2e-2, dict(
+    zip(LEARNING_RATES.tolist(), errors, strict=True)
+  )
 
 
 @pytest.mark.parametrize('name', METHODS)
@@ -72,7 +73,9 @@ def test_converges_on_rosenbrock(name):
   errors = _final_error(
     name, tu.rosenbrock, jnp.zeros(2), jnp.ones(2), steps=5000
   )
-  assert np.nanmin(errors) < 5e-2, dict(zip(LEARNING_RATES.tolist(), errors))
+  assert np.nanmin(errors) < 5e-2, dict(
+    zip(LEARNING_RATES.tolist(), errors, strict=True)
+  )
 
 
 @pytest.mark.parametrize('name', METHODS)
