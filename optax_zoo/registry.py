@@ -23,6 +23,7 @@ __all__ = [
   'Paper',
   'create',
   'get',
+  'markdown_table',
   'methods',
 ]
 
@@ -292,10 +293,7 @@ _ENTRIES = (
       {'trust_coefficient': 0.0},
       {'weight_decay': -1.0},
     ),
-    deviations=(
-      'optax places momentum after the trust ratio; not yet checked '
-      'against the paper (issue 3)'
-    ),
+    deviations='not yet checked step by step against the paper (issue 3)',
   ),
   MethodInfo(
     name='adan',
@@ -441,3 +439,23 @@ def methods(category: str | None = None) -> list[MethodInfo]:
       f'`category` must be None or one of {CATEGORIES}, got {category!r}.'
     )
   return [m for m in _REGISTRY.values() if category in (None, m.category)]
+
+
+def markdown_table(infos: list[MethodInfo] | None = None) -> str:
+  """The registry as a Markdown table (the README's method table)."""
+  infos = methods() if infos is None else infos
+  rows = [
+    '| method | category | paper | state (param copies) | eval params '
+    '| reference | known deviations |',
+    '|---|---|---|---|---|---|---|',
+  ]
+  for m in infos:
+    paper = f'{m.paper.authors} {m.paper.year}'
+    if m.paper.arxiv:
+      paper = f'[{paper}](https://arxiv.org/abs/{m.paper.arxiv})'
+    rows.append(
+      f'| `{m.name}` | {m.category} | {paper} | {m.state_copies:g} '
+      f'| {"yes" if m.has_eval_params else ""} | {m.reference} '
+      f'| {m.deviations} |'
+    )
+  return '\n'.join(rows)

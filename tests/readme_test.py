@@ -1,0 +1,62 @@
+"""The README stays true: its method table, its commands and its code run."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from optax_zoo import registry
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / 'README.md').read_text()
+
+
+def _between(marker: str) -> str:
+  match = re.search(f'<!-- {marker} -->\n(.*?)<!-- /{marker} -->', README, re.S)
+  assert match, f'README has no {marker} block'
+  return match.group(1)
+
+
+def test_method_table_matches_registry():
+  table = re.search(
+    '<!-- methods:start -->\n(.*?)\n<!-- methods:end -->', README, re.S
+  )
+  assert table, 'README has no method table markers'
+  assert table.group(1) == registry.markdown_table(), (
+    'README method table is stale: regenerate it with '
+    '`optax-zoo list --markdown`'
+  )
+
+
+@pytest.mark.parametrize('marker', ['main-command', 'test-command'])
+def test_exactly_one_setup_command_each(marker):
+  lines = [
+    line
+    for line in _between(marker).splitlines()
+    if line.strip() and not line.startswith('```')
+  ]
+  assert len(lines) == 1
+  assert 'pip install' in lines[0]
+
+
+def test_ci_runs_the_readme_test_command():
+  ci = (ROOT / '.ci' / 'run').read_text()
+  assert 'test-command' in ci
+
+
+_SNIPPETS = re.findall(r'```python\n(.*?)```', README, re.S)
+
+
+@pytest.mark.parametrize('index', range(len(_SNIPPETS)))
+def test_python_snippet_runs(index):
+  result = subprocess.run(
+    [sys.executable, '-c', _SNIPPETS[index]],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip(), 'each snippet prints its result'
