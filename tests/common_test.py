@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -235,3 +237,20 @@ def test_eval_params_matches_registry(name):
   assert tu.shapes_and_dtypes(evaluated) == tu.shapes_and_dtypes(params)
   differs = not np.array_equal(evaluated['w'], params['w'])
   assert differs == info.has_eval_params
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_state_can_be_donated_with_params(name):
+  # Training loops donate params and state together; a state leaf that
+  # aliases a parameter buffer makes XLA refuse the call.
+  tx = optax_zoo.get(name).build()
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = _params()
+  for init in (tx.init, jax.jit(tx.init)):
+    params, _ = step(params, init(params), _grads(0))
+  assert jax.tree.leaves(params)[0].shape == (4,)

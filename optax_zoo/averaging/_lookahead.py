@@ -91,7 +91,9 @@ def lookahead(
   def init_fn(params: Any) -> LookaheadState:
     return LookaheadState(
       count=jnp.zeros([], jnp.int32),
-      slow=jax.tree.map(jnp.asarray, params),
+      # A real copy: an alias of `params` breaks buffer donation of params
+      # and state together (XLA refuses to donate one buffer twice).
+      slow=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
       inner_state=inner.init(params),
     )
 
