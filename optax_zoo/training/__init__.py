@@ -1,0 +1,35 @@
+"""Data, models and the training loop for optax_zoo's experiments."""
+
+from optax_zoo.training.data import (
+  Dataset,
+  default_cache_dir,
+  digits,
+  mnist1d,
+)
+from optax_zoo.training.loop import (
+  History,
+  LossFn,
+  cross_entropy_loss,
+  make_eval_fn,
+  make_train_fn,
+  train,
+  train_seeds,
+)
+from optax_zoo.training.models import CNN1D, MLP, ResNet1D
+
+__all__ = [
+  'CNN1D',
+  'MLP',
+  'Dataset',
+  'History',
+  'LossFn',
+  'ResNet1D',
+  'cross_entropy_loss',
+  'default_cache_dir',
+  'digits',
+  'make_eval_fn',
+  'make_train_fn',
+  'mnist1d',
+  'train',
+  'train_seeds',
+]

@@ -1,0 +1,195 @@
+"""Tests for the training loop."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import optax_zoo
+from optax_zoo.training import (
+  MLP,
+  Dataset,
+  ResNet1D,
+  digits,
+  make_train_fn,
+  train,
+  train_seeds,
+)
+from optax_zoo.training import loop as loop_lib
+
+
+@pytest.fixture(scope='module')
+def data():
+  return digits()
+
+
+@pytest.fixture(scope='module')
+def small(data):
+  """A quarter of digits, for runs that only need to be short."""
+  return Dataset(
+    data.x_train[:400],
+    data.y_train[:400],
+    data.x_test[:100],
+    data.y_test[:100],
+    num_classes=10,
+    name='digits-small',
+  )
+
+
+def _mlp(rngs):
+  return MLP(64, (32,), rngs=rngs)
+
+
+def test_train_lowers_the_loss(data):
+  history = train(
+    _mlp(nnx.Rngs(0)), optax.adam(1e-2), data, steps=60, eval_every=20
+  )
+  np.testing.assert_array_equal(history.steps, [0, 20, 40, 60])
+  assert history.test_loss[-1] < 0.5 * history.test_loss[0]
+  assert history.train_loss[-1] < history.train_loss[1]
+  assert np.isnan(history.train_loss[0])
+  assert history.final_accuracy > 0.85
+  assert history.best_accuracy >= history.final_accuracy
+  assert history.step_time.shape == (3,)
+  assert np.all(history.step_time > 0) and history.compile_time > 0
+
+
+def test_train_updates_the_model_in_place(small):
+  model = _mlp(nnx.Rngs(0))
+  before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+  history = train(model, optax.adam(1e-2), small, steps=10, eval_every=10)
+  after = nnx.state(model, nnx.Param)
+  assert not np.allclose(before['head']['kernel'], after['head']['kernel'])
+  accuracy = jnp.mean(jnp.argmax(model(small.x_test), -1) == small.y_test)
+  np.testing.assert_allclose(accuracy, history.final_accuracy, atol=1e-6)
+
+
+def test_last_chunk_may_be_shorter(small):
+  history = train(
+    _mlp(nnx.Rngs(0)), optax.sgd(0.1), small, steps=25, eval_every=10
+  )
+  np.testing.assert_array_equal(history.steps, [0, 10, 20, 25])
+
+
+def test_vmapped_seeds_match_separate_runs(small):
+  kwargs = {'steps': 30, 'eval_every': 10, 'batch_size': 32}
+  tx = optax.adam(1e-2)
+  histories = train_seeds(_mlp, tx, small, seeds=[0, 1], **kwargs)
+  for seed, vmapped in zip([0, 1], histories, strict=True):
+    alone = train(_mlp(nnx.Rngs(seed)), tx, small, seed=seed, **kwargs)
+    np.testing.assert_allclose(vmapped.test_loss, alone.test_loss, rtol=1e-4)
+    np.testing.assert_allclose(vmapped.train_loss, alone.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(
+      vmapped.test_accuracy, alone.test_accuracy, atol=1e-6
+    )
+  assert not np.allclose(histories[0].test_loss, histories[1].test_loss)
+
+
+def test_train_step_donates_params_and_opt_state(small):
+  graphdef, params, rest = nnx.split(_mlp(nnx.Rngs(0)), nnx.Param, ...)
+  tx = optax.adam(1e-3)
+  opt_state = tx.init(params)
+  train_fn = make_train_fn(graphdef, tx)
+  batches = jnp.arange(64, dtype=jnp.int32).reshape(2, 32)
+  out = train_fn(params, rest, opt_state, small.x_train, small.y_train, batches)
+  assert all(x.is_deleted() for x in jax.tree.leaves(params))
+  assert all(x.is_deleted() for x in jax.tree.leaves(opt_state) if x.size > 1)
+  assert out[3].shape == (2,)
+
+
+def test_works_with_a_chained_transform(small):
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
+  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=40, eval_every=20)
+  assert history.test_loss[-1] < 0.5 * history.test_loss[0]
+
+
+def test_batchnorm_statistics_train_and_are_used_in_eval(small):
+  model = ResNet1D(channels=8, num_blocks=1, rngs=nnx.Rngs(0))
+  history = train(model, optax.adam(1e-2), small, steps=20, eval_every=20)
+  stats = nnx.state(model, nnx.BatchStat)
+  assert np.any(np.asarray(stats['stem_bn']['mean']) != 0)
+  model.eval()
+  logits = nnx.jit(lambda m, x: m(x))(model, small.x_test)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == small.y_test)
+  np.testing.assert_allclose(accuracy, history.final_accuracy, atol=1e-6)
+  assert model.blocks[0].bn1.use_running_average
+
+
+def test_evaluates_the_weights_eval_params_returns(small):
+  # Slow weights that never sync stay at the initialization: the evaluated
+  # model must not improve while the fast weights train.
+  tx = optax_zoo.lookahead(optax.adam(1e-2), sync_period=1000, alpha=0.5)
+  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=30, eval_every=10)
+  np.testing.assert_allclose(history.test_loss, history.test_loss[0])
+  assert history.train_loss[-1] < 0.5 * history.train_loss[1]
+
+
+def test_nnx_optimizer_matches_the_functional_loop(small):
+  # The stateful NNX API on the same batches reaches the same weights.
+  tx = optax_zoo.create('adam', learning_rate=1e-2)
+  steps, batch_size = 20, 32
+  history = train(
+    _mlp(nnx.Rngs(0)), tx, small, steps=steps, batch_size=batch_size
+  )
+  model = _mlp(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, x, y):
+    def loss_fn(model):
+      return loop_lib.cross_entropy_loss(model(x), y)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  order = loop_lib._batch_order(0, len(small.y_train), batch_size, steps)
+  losses = [
+    step(model, optimizer, small.x_train[b], small.y_train[b]) for b in order
+  ]
+  assert losses[-1] < 0.5 * losses[0]
+  test_loss = loop_lib.cross_entropy_loss(model(small.x_test), small.y_test)
+  np.testing.assert_allclose(test_loss, history.test_loss[-1], rtol=1e-4)
+
+
+def test_batch_order_visits_each_example_once_per_epoch():
+  order = loop_lib._batch_order(0, num_train=10, batch_size=3, steps=7)
+  assert order.shape == (7, 3)
+  for epoch in range(2):
+    seen = order[3 * epoch : 3 * epoch + 3].ravel()
+    assert len(set(seen.tolist())) == 9
+  assert not np.array_equal(order[:3], order[3:6])
+
+
+def test_history_reports_steps_to_target_and_serializes(small):
+  history = train(
+    _mlp(nnx.Rngs(0)), optax.adam(1e-2), small, steps=20, eval_every=10
+  )
+  assert history.steps_to(0.0) == 0
+  assert history.steps_to(1.01) is None
+  record = json.loads(json.dumps(history.to_dict()))
+  assert record['train_loss'][0] is None
+  assert record['steps'] == [0, 10, 20]
+
+
+@pytest.mark.parametrize(
+  ('kwargs', 'match'),
+  [
+    ({'steps': 0}, '`steps`'),
+    ({'steps': 5, 'batch_size': 401}, r'`batch_size`.*\[1, 400\]'),
+    ({'steps': 5, 'eval_every': 0}, '`eval_every`'),
+    ({'steps': 5, 'seed': -1}, '`seed`'),
+  ],
+)
+def test_bad_arguments_raise_value_error(small, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    train(_mlp(nnx.Rngs(0)), optax.sgd(0.1), small, **kwargs)
+
+
+def test_train_seeds_rejects_repeated_seeds(small):
+  with pytest.raises(ValueError, match='`seeds`'):
+    train_seeds(_mlp, optax.sgd(0.1), small, seeds=[1, 1], steps=5)
