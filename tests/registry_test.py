@@ -1,11 +1,16 @@
 """The registry's public face: create, get, methods and construction checks."""
 
+import json
+import pathlib
+
 import jax.numpy as jnp
 import optax
 import pytest
 
 import optax_zoo
 from optax_zoo import registry
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_create_builds_a_working_transform():
@@ -75,3 +80,17 @@ def test_build_puts_the_learning_rate_in_the_inner_optimizer_of_wrappers():
   params = jnp.zeros(2)
   updates, _ = tx.update(jnp.array([1.0, -1.0]), tx.init(params), params)
   assert jnp.allclose(updates, jnp.array([-0.25, 0.25]))
+
+
+def test_registered_learning_rate_is_the_grid_optimum():
+  # experiments/lr_grid/run.py measures every method on a learning-rate grid;
+  # the registry's default must be that grid's best point.
+  path = ROOT / 'experiments' / 'results' / 'lr_grid.json'
+  grid = json.loads(path.read_text())['accuracy']
+  for info in optax_zoo.methods():
+    assert info.name in grid, (
+      f'run experiments/lr_grid/run.py --methods {info.name}'
+    )
+    accuracy = grid[info.name]
+    best = max(accuracy, key=accuracy.get)
+    assert info.learning_rate == float(best), (info.name, accuracy)
