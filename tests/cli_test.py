@@ -42,7 +42,9 @@ def test_list_prints_every_registered_method(capsys):
 def test_list_filters_by_category(capsys):
   cli.main(['list', '--category', 'averaging'])
   rows = capsys.readouterr().out.splitlines()[2:]
-  assert [r.split()[0] for r in rows] == ['lookahead']
+  names = [r.split()[0] for r in rows]
+  assert names == [m.name for m in optax_zoo.methods('averaging')]
+  assert 'lookahead' in names
 
 
 def test_list_prints_the_readme_markdown_table(capsys):
@@ -117,3 +119,21 @@ def test_bad_flags_exit_with_a_clear_error(tmp_path, capsys, flags, message):
   err = capsys.readouterr().err
   assert re.search(message, err), err
   assert not (tmp_path / 'bench.json').exists()
+
+
+def test_default_bench_budget_trains_the_cnn_past_90_percent_with_adam(
+  tmp_path,
+):
+  # The acceptance bar of the foundation issue: Adam at its registered rate,
+  # the default steps and seeds, on the real MNIST-1D CNN.
+  parser_defaults = cli._parser().parse_args(['bench'])
+  result = cli.run_bench(
+    cli.load_data('mnist1d'),
+    ['adam'],
+    steps=parser_defaults.steps,
+    seeds=parser_defaults.seeds,
+    out=tmp_path,
+    progress=False,
+    log=lambda _: None,
+  )
+  assert result['methods']['adam']['final_accuracy'] >= 0.90
