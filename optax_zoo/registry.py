@@ -156,6 +156,28 @@ def _lookahead_kwargs(learning_rate: Any) -> dict[str, Any]:
   }
 
 
+def _sgd_wrapper_kwargs(**extra: Any) -> Callable[[Any], dict[str, Any]]:
+  """Example kwargs of an averaging wrapper around SGD with momentum."""
+
+  def kwargs(learning_rate: Any) -> dict[str, Any]:
+    return {
+      'inner': adaptive.sgd(learning_rate, momentum=0.9),
+      'start_step': 1,
+      **extra,
+    }
+
+  return kwargs
+
+
+_BAD_AVERAGING = ({'start_step': -1}, {'every_k': 0}, {'inner': 'sgd'})
+_GADAM_PAPER = _paper(
+  'Iterate Averaging in the Quest for Best Test Error',
+  'Granziol et al.',
+  2020,
+  '2003.01247',
+)
+
+
 _ENTRIES = (
   MethodInfo(
     name='adam',
@@ -370,7 +392,7 @@ _ENTRIES = (
       2019,
       '1907.08610',
     ),
-    reference='optax.lookahead (step-for-step equal)',
+    reference=('optax.lookahead (bit-identical); pytorch-optimizer Lookahead'),
     state_copies=1,
     learning_rate=0.03,
     example_kwargs=_lookahead_kwargs,
@@ -383,6 +405,131 @@ _ENTRIES = (
     deviations=(
       "drop-in: slow weights live in the state instead of optax's "
       'LookaheadParams; state copies count the slow weights only'
+    ),
+  ),
+  MethodInfo(
+    name='swa',
+    category='averaging',
+    factory=averaging.swa,
+    paper=_paper(
+      'Averaging Weights Leads to Wider Optima and Better Generalization',
+      'Izmailov et al.',
+      2018,
+      '1803.05407',
+    ),
+    reference=(
+      'timgaripov/swa; torch.optim.swa_utils.AveragedModel (parity test)'
+    ),
+    state_copies=1,
+    learning_rate=0.1,
+    example_kwargs=_sgd_wrapper_kwargs(every_k=1),
+    invalid_kwargs=_BAD_AVERAGING,
+    has_eval_params=True,
+    deviations='snapshots counted in steps, not epochs',
+  ),
+  MethodInfo(
+    name='periodic_swa',
+    category='averaging',
+    factory=averaging.periodic_swa,
+    paper=_paper(
+      'Stochastic Weight Averaging Revisited',
+      'Guo, Jin & Liu',
+      2022,
+      '2201.00519',
+    ),
+    reference='the paper (no reference code)',
+    state_copies=1,
+    learning_rate=0.1,
+    example_kwargs=_sgd_wrapper_kwargs(period=5),
+    invalid_kwargs=(*_BAD_AVERAGING, {'period': 0}),
+    has_eval_params=True,
+    deviations='steps, not epochs; inner momentum kept across restarts',
+  ),
+  MethodInfo(
+    name='swag',
+    category='averaging',
+    factory=averaging.swag,
+    paper=_paper(
+      'A Simple Baseline for Bayesian Uncertainty in Deep Learning',
+      'Maddox et al.',
+      2019,
+      '1902.02476',
+    ),
+    reference=(
+      'wjmaddox/swa_gaussian:swag/posteriors/swag.py (NumPy transcription)'
+    ),
+    state_copies=4,
+    learning_rate=0.1,
+    example_kwargs=_sgd_wrapper_kwargs(rank=2),
+    invalid_kwargs=(*_BAD_AVERAGING, {'rank': 0}),
+    static_args=('rank',),
+    has_eval_params=True,
+    deviations=(
+      'steps, not epochs; state copies are rank + 2; low-rank term divided '
+      'by sqrt(rank - 1) (1 for rank 1), as the reference'
+    ),
+  ),
+  MethodInfo(
+    name='fge',
+    category='averaging',
+    factory=averaging.fge,
+    paper=_paper(
+      'Loss Surfaces, Mode Connectivity, and Fast Ensembling of DNNs',
+      'Garipov et al.',
+      2018,
+      '1802.10026',
+    ),
+    reference='timgaripov/dnn-mode-connectivity:fge.py',
+    state_copies=3,
+    learning_rate=0.1,
+    example_kwargs=lambda lr: {
+      'inner': adaptive.sgd(lr, momentum=0.9),
+      'cycle_steps': 4,
+      'num_snapshots': 3,
+    },
+    invalid_kwargs=(
+      {'cycle_steps': 1},
+      {'num_snapshots': 0},
+      {'start_step': -1},
+      {'inner': 'sgd'},
+    ),
+    static_args=('cycle_steps', 'num_snapshots'),
+    deviations=(
+      'steps, not epochs; an ensemble (fge_ensemble_predict), so no single '
+      'eval params'
+    ),
+  ),
+  MethodInfo(
+    name='gadam',
+    category='averaging',
+    factory=averaging.gadam,
+    paper=_GADAM_PAPER,
+    reference='diegogranziol/Gadam:core/methods (not run; optax adamw + IA)',
+    state_copies=3,
+    learning_rate=0.03,
+    example_kwargs=lambda lr: {'learning_rate': lr, 'start_step': 1},
+    invalid_kwargs=(*_BAD_ADAM, {'weight_decay': -1.0}, {'start_step': -1}),
+    has_eval_params=True,
+    deviations='optax adamw weight decay form; steps, not epochs',
+  ),
+  MethodInfo(
+    name='gadamx',
+    category='averaging',
+    factory=averaging.gadamx,
+    paper=_GADAM_PAPER,
+    reference='diegogranziol/Gadam:core/methods; uclaml/Padam (not run)',
+    state_copies=4,
+    learning_rate=0.3,
+    example_kwargs=lambda lr: {'learning_rate': lr, 'start_step': 1},
+    invalid_kwargs=(
+      *_BAD_ADAM,
+      {'partial': 0.75},
+      {'every_k': 0},
+    ),
+    has_eval_params=True,
+    deviations=(
+      'Padam bias correction on the moments, not the step size; steps, not '
+      'epochs'
     ),
   ),
 )
@@ -432,8 +579,8 @@ def methods(category: str | None = None) -> list[MethodInfo]:
 
   Example:
     >>> import optax_zoo
-    >>> [m.name for m in optax_zoo.methods('averaging')]
-    ['lookahead']
+    >>> [m.name for m in optax_zoo.methods('averaging')][:3]
+    ['lookahead', 'swa', 'periodic_swa']
   """
   if category is not None and category not in CATEGORIES:
     raise ValueError(

@@ -47,16 +47,26 @@ def test_ci_runs_the_readme_test_command():
 
 
 _SNIPPETS = re.findall(r'```python\n(.*?)```', README, re.S)
+_MARK = '---snippet---'
 
 
-@pytest.mark.parametrize('index', range(len(_SNIPPETS)))
-def test_python_snippet_runs(index):
+def test_python_snippets_run_in_order():
+  # Like notebook cells: each snippet may use names an earlier one defined,
+  # and each must print its result.
+  runner = 'import sys\nns = {}\n' + ''.join(
+    f'exec(compile({src!r}, "README snippet {i}", "exec"), ns)\n'
+    f'print({_MARK!r}); sys.stdout.flush()\n'
+    for i, src in enumerate(_SNIPPETS)
+  )
   result = subprocess.run(
-    [sys.executable, '-c', _SNIPPETS[index]],
+    [sys.executable, '-c', runner],
     capture_output=True,
     text=True,
-    timeout=300,
+    timeout=600,
     cwd=ROOT,
   )
   assert result.returncode == 0, result.stderr
-  assert result.stdout.strip(), 'each snippet prints its result'
+  outputs = result.stdout.split(_MARK + '\n')[: len(_SNIPPETS)]
+  assert len(outputs) == len(_SNIPPETS)
+  for i, out in enumerate(outputs):
+    assert out.strip(), f'README snippet {i} prints nothing'
