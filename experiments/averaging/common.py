@@ -133,3 +133,24 @@ def tree_index(tree: Any, i: Any) -> Any:
 def map_seeds(fn: Callable[..., Any], *trees: Any) -> Any:
   """``fn`` per seed over leading seed axes, as one jitted vmap."""
   return jax.jit(jax.vmap(fn))(*trees)
+
+
+def accuracy_boxplot(
+  runs: dict[str, dict[str, list[float]]],
+  path: pathlib.Path,
+  *,
+  title: str | None = None,
+) -> None:
+  """Saves a box plot of each run's per-seed test accuracy to ``path``."""
+  import matplotlib.pyplot as plt
+
+  _, ax = plt.subplots(figsize=(5, 3.5))
+  names = list(runs)
+  ax.boxplot([100 * np.asarray(runs[k]['accuracy']) for k in names])
+  ax.set_xticks(range(1, len(names) + 1), names, rotation=15)
+  ax.set_ylabel('test accuracy (%)')
+  if title:
+    ax.set_title(title)
+  plt.tight_layout()
+  plt.savefig(path, dpi=120)
+  plt.close()

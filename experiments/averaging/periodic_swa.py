@@ -6,8 +6,6 @@ python experiments/averaging/periodic_swa.py --seeds 10 --steps 1500
 import argparse
 
 import common as c
-import matplotlib.pyplot as plt
-import numpy as np
 import optax
 
 import optax_zoo
@@ -42,12 +40,7 @@ def main(seeds: int, steps: int) -> dict:
     },
   }
   c.save('averaging_periodic_swa', out)
-  _, ax = plt.subplots(figsize=(5, 3.5))
-  ax.boxplot([100 * np.asarray(res[k]['accuracy']) for k in res])
-  ax.set_xticks(range(1, len(res) + 1), list(res))
-  ax.set_ylabel('test accuracy (%)')
-  plt.tight_layout()
-  plt.savefig(c.HERE / 'periodic_swa.png', dpi=120)
+  c.accuracy_boxplot(res, c.HERE / 'periodic_swa.png')
   return out
 
 

@@ -7,8 +7,6 @@ schedule, and Adam (Izmailov et al. 2018, the paper's main claim).
 import argparse
 
 import common as c
-import matplotlib.pyplot as plt
-import numpy as np
 import optax
 
 import optax_zoo
@@ -54,14 +52,9 @@ def main(seeds: int, steps: int) -> dict:
     },
   }
   c.save('averaging_swa', out)
-  _, ax = plt.subplots(figsize=(5, 3.5))
-  names = list(res)
-  ax.boxplot([100 * np.asarray(res[k]['accuracy']) for k in names])
-  ax.set_xticks(range(1, len(names) + 1), names, rotation=15)
-  ax.set_ylabel('test accuracy (%)')
-  ax.set_title(f'SWA on MNIST-1D ({len(seeds)} seeds)')
-  plt.tight_layout()
-  plt.savefig(c.HERE / 'swa.png', dpi=120)
+  c.accuracy_boxplot(
+    res, c.HERE / 'swa.png', title=f'SWA on MNIST-1D ({len(seeds)} seeds)'
+  )
   return out
 
 
