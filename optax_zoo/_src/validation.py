@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 __all__ = [
+  'check_betas',
   'check_choice',
   'check_in_range',
   'check_int',
@@ -85,6 +86,12 @@ def check_in_range(
     left = '[' if low_inclusive else '('
     right = ']' if high_inclusive else ')'
     raise _fail(name, value, f'in {left}{low}, {high}{right}')
+
+
+def check_betas(**betas: Any) -> None:
+  """Checks that each named decay rate is in [0, 1)."""
+  for name, value in betas.items():
+    check_in_range(name, value, 0.0, 1.0)
 
 
 def check_positive(name: str, value: Any) -> None:

@@ -40,16 +40,11 @@ ArrayLike = jax.typing.ArrayLike
 ScalarOrSchedule = optax.ScalarOrSchedule
 
 
-def _check_betas(**betas: Any) -> None:
-  for name, value in betas.items():
-    v.check_in_range(name, value, 0.0, 1.0)
-
-
 def _check_adam_family(
   learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any
 ) -> None:
   v.check_learning_rate(learning_rate)
-  _check_betas(b1=b1, b2=b2)
+  v.check_betas(b1=b1, b2=b2)
   v.check_non_negative('eps', eps)
   v.check_non_negative('eps_root', eps_root)
 
@@ -137,7 +132,7 @@ def adamax(
     <https://arxiv.org/abs/1412.6980>`_, 2015.
   """
   v.check_learning_rate(learning_rate)
-  _check_betas(b1=b1, b2=b2)
+  v.check_betas(b1=b1, b2=b2)
   v.check_non_negative('eps', eps)
   return optax.adamax(learning_rate, b1, b2, eps)
 
@@ -583,7 +578,7 @@ def adan(
     Optimizing Deep Models <https://arxiv.org/abs/2208.06677>`_, 2022.
   """
   v.check_learning_rate(learning_rate)
-  _check_betas(b1=b1, b2=b2, b3=b3)
+  v.check_betas(b1=b1, b2=b2, b3=b3)
   v.check_non_negative('eps', eps)
   v.check_non_negative('eps_root', eps_root)
   v.check_weight_decay(weight_decay)

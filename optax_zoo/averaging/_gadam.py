@@ -31,8 +31,7 @@ class PadamState(NamedTuple):
 
 
 def _check_adam_args(b1, b2, eps, weight_decay):
-  v.check_in_range('b1', b1, 0.0, 1.0)
-  v.check_in_range('b2', b2, 0.0, 1.0)
+  v.check_betas(b1=b1, b2=b2)
   v.check_non_negative('eps', eps)
   v.check_weight_decay(weight_decay)
 
