@@ -21,6 +21,11 @@ from optax_zoo.adaptive import (
   sign_sgd,
   signum,
 )
+
+# >>> imports A
+# >>> imports B
+# >>> imports C
+# >>> imports D
 from optax_zoo.averaging import (
   FGEState,
   LookaheadState,
@@ -92,4 +97,8 @@ __all__ = [
   'swag',
   'swag_sample',
   'update_batch_stats',
+  # >>> __all__ A
+  # >>> __all__ B
+  # >>> __all__ C
+  # >>> __all__ D
 ]

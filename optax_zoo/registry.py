@@ -382,6 +382,9 @@ _ENTRIES = (
     learning_rate=0.003,
     invalid_kwargs=({'learning_rate': -1.0}, {'beta': 1.0}),
   ),
+  # >>> entries A: diffgrad, pnm, adapnm
+  # >>> entries B: acprop, lambc
+  # >>> entries C: arsg, koala, generalized_signsgd, weight_rescaling
   MethodInfo(
     name='lookahead',
     category='averaging',

@@ -16,6 +16,11 @@ from optax_zoo.adaptive._optax_aliases import (
   signum,
 )
 
+# >>> imports A
+# >>> imports B
+# >>> imports C
+# >>> imports D
+
 __all__ = [
   'adafactor',
   'adam',
@@ -30,4 +35,8 @@ __all__ = [
   'sgd',
   'sign_sgd',
   'signum',
+  # >>> __all__ A
+  # >>> __all__ B
+  # >>> __all__ C
+  # >>> __all__ D
 ]

@@ -2,4 +2,10 @@
 
 from optax_zoo.schedules._cyclic import fge_schedule, swa_schedule
 
-__all__ = ['fge_schedule', 'swa_schedule']
+# >>> imports D
+
+__all__ = [
+  'fge_schedule',
+  'swa_schedule',
+  # >>> __all__ D
+]
