@@ -31,6 +31,7 @@ from flax import nnx
 import optax_zoo
 from optax_zoo import registry, training
 from optax_zoo._src import validation as v
+from optax_zoo.training.stats import mean_ci
 
 __all__ = ['load_data', 'main', 'run_bench']
 
@@ -100,17 +101,6 @@ def _list(args: argparse.Namespace) -> None:
   print(_table(headers, rows))
 
 
-def _mean_ci(values: Sequence[float]) -> tuple[float, float]:
-  """The mean and the half-width of its 95% Student t interval."""
-  x = np.asarray(values, np.float64)
-  if x.size < 2:
-    return float(x.mean()), math.nan
-  from scipy import stats
-
-  sem = x.std(ddof=1) / math.sqrt(x.size)
-  return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * sem)
-
-
 def _model_fn(
   model: str, data: training.Dataset
 ) -> Callable[[nnx.Rngs], nnx.Module]:
@@ -134,8 +124,8 @@ def _state_bytes_per_param(tx, model_fn) -> tuple[float, int]:
 
 
 def _summary(histories: list[training.History], target: float) -> dict:
-  final = _mean_ci([h.final_accuracy for h in histories])
-  best = _mean_ci([h.best_accuracy for h in histories])
+  final = mean_ci([h.final_accuracy for h in histories])
+  best = mean_ci([h.best_accuracy for h in histories])
   reached = [s for h in histories if (s := h.steps_to(target)) is not None]
   return {
     'final_accuracy': final[0],

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from optax_zoo import analysis, training
+from optax_zoo.training.stats import mean_ci
 
 
 def extremes(fun, params, key, steps, batches=None):
@@ -64,8 +65,8 @@ def main(argv=None):
       )
     values = np.asarray(values)
     rows[size] = {
-      'max': common.mean_ci(values[:, 0]),
-      'min': common.mean_ci(values[:, 1]),
+      'max': mean_ci(values[:, 0]),
+      'min': mean_ci(values[:, 1]),
       'frac_max_above_full': float(np.mean(values[:, 0] > full[0])),
       'frac_min_below_full': float(np.mean(values[:, 1] < full[1])),
     }

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.stats
 from flax import nnx
 
 from optax_zoo import training
@@ -56,13 +55,6 @@ def loss_fns(model, x, y):
     }
 
   return (lambda p: batch_loss(p, (x, y))), batch_loss, metrics
-
-
-def mean_ci(values):
-  """Mean and 95% t-interval half-width."""
-  values = np.asarray(values, float)
-  half = scipy.stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1)
-  return float(values.mean()), float(half / np.sqrt(len(values)))
 
 
 def save(name, results):

@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from optax_zoo import analysis, training
+from optax_zoo.training.stats import mean_ci
 
 OPTIMIZERS = {'adam': lambda: optax.adam(1e-3), 'sgd': lambda: optax.sgd(0.05)}
 
@@ -67,7 +68,7 @@ def main(argv=None):
     results[name] = {
       'per_seed': [r[0] for r in runs],
       'trajectories': [r[1] for r in runs],
-      'summary': {k: common.mean_ci([r[0][k] for r in runs]) for k in layers},
+      'summary': {k: mean_ci([r[0][k] for r in runs]) for k in layers},
     }
     print(name, results[name]['summary'])
   common.save('analysis_r_med', {**results, 'config': vars(args)})

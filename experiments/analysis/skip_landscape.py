@@ -24,6 +24,7 @@ from flax import nnx
 
 from optax_zoo import analysis, training
 from optax_zoo.analysis import plotting
+from optax_zoo.training.stats import mean_ci
 
 
 def nonconvex_share(surface):
@@ -83,9 +84,7 @@ def main(argv=None):
     per_seed = [r[1] for r in runs]
     results[name] = {
       'per_seed': per_seed,
-      'summary': {
-        k: common.mean_ci([r[k] for r in per_seed]) for k in per_seed[0]
-      },
+      'summary': {k: mean_ci([r[k] for r in per_seed]) for k in per_seed[0]},
     }
     print(name, results[name]['summary'])
   common.save('analysis_skip_landscape', {**results, 'config': vars(args)})

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.stats
 from flax import nnx
 
 from optax_zoo import training
@@ -25,6 +24,7 @@ from optax_zoo.analysis import (
   expected_calibration_error,
   negative_log_likelihood,
 )
+from optax_zoo.training.stats import mean_ci
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE.parent / 'results'
@@ -100,9 +100,8 @@ def metrics(probs: jax.Array, labels: np.ndarray) -> dict[str, list[float]]:
 
 def summary(values) -> dict[str, float]:
   """Mean and the 95% t-interval half-width over seeds."""
-  v = np.asarray(values, np.float64)
-  half = scipy.stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-  return {'mean': float(v.mean()), 'ci95': float(half)}
+  mean, half = mean_ci(values)
+  return {'mean': mean, 'ci95': half}
 
 
 def paired(a, b) -> dict[str, float]:
