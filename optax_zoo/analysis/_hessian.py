@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import eigh_tridiagonal
 
 from optax_zoo._src import validation as v
 from optax_zoo.analysis._operators import make_operator
@@ -88,76 +87,102 @@ def _tridiagonal_eigh(alpha: np.ndarray, beta: np.ndarray):
   return np.linalg.eigh(t)
 
 
-def _lanczos(matvec, operands, v0, num_steps, k, tol):
-  """Lanczos with full reorthogonalization, stopped early when converged.
+def _lanczos_step(matvec, operands, basis, j, scale):
+  """Lanczos step ``j`` with full reorthogonalization.
 
-  Runs at most ``num_steps`` steps from ``v0``. After step ``j`` it stops
-  when the ``k`` Ritz values of largest magnitude all moved by less than
-  ``tol`` relative to the previous step, PyHessian's criterion for power
-  iteration (``tol=None`` runs every step and skips the per-step
-  eigenvalues), or when
-  the Krylov space is invariant (``beta_j`` at rounding level). Unused rows
-  of the basis and coefficients stay zero.
+  ``basis`` holds the orthonormal vectors as rows, zero past row ``j``;
+  ``scale`` is the largest ``|alpha|`` of the earlier steps.
+  Returns the basis with row ``j + 1`` set (zero if the Krylov space became
+  invariant, when ``beta_j`` is at rounding level), ``alpha_j``, ``beta_j``
+  and whether the space is invariant.
+  """
+  tiny = 100 * jnp.finfo(basis.dtype).eps
+  q = basis[j]
+  w = matvec(operands, q)
+  a = jnp.dot(q, w)
+  # Twice is enough (Kahan's "twice is enough" rule) to keep the basis
+  # orthogonal to rounding level, which plain three-term Lanczos is not.
+  # (basis @ w) @ basis runs twice as fast as basis.T @ (basis @ w) on
+  # XLA:CPU.
+  w = w - (basis @ w) @ basis
+  w = w - (basis @ w) @ basis
+  b = jnp.linalg.norm(w)
+  invariant = b <= tiny * jnp.maximum(jnp.maximum(scale, jnp.abs(a)), b)
+  nxt = jnp.where(invariant, 0.0, w / jnp.where(invariant, 1.0, b))
+  return basis.at[j + 1].set(nxt, mode='drop'), a, b, invariant
+
+
+def _lanczos_basis(v0, num_steps):
+  return jnp.zeros((num_steps, v0.shape[0]), v0.dtype).at[0].set(_normalize(v0))
+
+
+def _lanczos(matvec, operands, v0, num_steps):
+  """``num_steps`` Lanczos steps from ``v0``, stopping early if invariant.
 
   Returns:
     ``(alpha, beta, basis, steps)``: the tridiagonal matrix's diagonal and
     off-diagonal (``beta[j]`` couples steps ``j`` and ``j + 1``), the
-    orthonormal basis as rows and the number of steps taken.
+    orthonormal basis as rows and the number of steps taken. Unused rows of
+    the basis and coefficients stay zero.
   """
-  dim = v0.shape[0]
-  dtype = v0.dtype
-  tiny = 100 * jnp.finfo(dtype).eps
 
   def body(carry):
-    j, basis, alpha, beta, previous, _ = carry
-    q = basis[j]
-    w = matvec(operands, q)
-    a = jnp.dot(q, w)
-    # Twice is enough (Kahan's "twice is enough" rule) to keep the basis
-    # orthogonal to rounding level, which plain three-term Lanczos is not.
-    w = w - basis.T @ (basis @ w)
-    w = w - basis.T @ (basis @ w)
-    b = jnp.linalg.norm(w)
-    alpha = alpha.at[j].set(a)
-    beta = beta.at[j].set(b)
-    scale = jnp.maximum(jnp.max(jnp.abs(alpha)), b)
-    invariant = b <= tiny * scale
-    nxt = jnp.where(invariant, 0.0, w / jnp.where(invariant, 1.0, b))
-    basis = basis.at[j + 1].set(nxt, mode='drop')
-    if tol is None:
-      return j + 1, basis, alpha, beta, previous, invariant
-    active = jnp.arange(num_steps) <= j
-    # Eigenvalues only, by bisection: a dense eigh every step would cost more
-    # than the Hessian-vector products.
-    theta = eigh_tridiagonal(
-      jnp.where(active, alpha, 0),
-      jnp.where(active, beta, 0)[:-1],
-      eigvals_only=True,
-    )
-    top = theta[jnp.argsort(-jnp.abs(theta))[:k]]
-    change = jnp.abs(top - previous) / (jnp.abs(previous) + 1e-6)
-    converged = (j + 1 > k) & jnp.all(change < tol)
-    return j + 1, basis, alpha, beta, top, invariant | converged
+    j, basis, alpha, beta, _ = carry
+    scale = jnp.max(jnp.abs(alpha))
+    basis, a, b, invariant = _lanczos_step(matvec, operands, basis, j, scale)
+    return j + 1, basis, alpha.at[j].set(a), beta.at[j].set(b), invariant
 
   def cond(carry):
     j, *_, done = carry
     return (j < num_steps) & ~done
 
-  init = (
-    0,
-    jnp.zeros((num_steps, dim), dtype).at[0].set(_normalize(v0)),
-    jnp.zeros(num_steps, dtype),
-    jnp.zeros(num_steps, dtype),
-    jnp.zeros(min(k, num_steps), dtype),
-    False,
-  )
-  steps, basis, alpha, beta, *_ = jax.lax.while_loop(cond, body, init)
+  zeros = jnp.zeros(num_steps, v0.dtype)
+  init = (0, _lanczos_basis(v0, num_steps), zeros, zeros, False)
+  steps, basis, alpha, beta, _ = jax.lax.while_loop(cond, body, init)
   return alpha, beta, basis, steps
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _lanczos_jit(matvec, operands, v0, num_steps, k, tol):
-  return _lanczos(matvec, operands, v0, num_steps, k, tol)
+@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
+def _lanczos_step_jit(matvec, operands, basis, j, scale):
+  return _lanczos_step(matvec, operands, basis, j, scale)
+
+
+def _lanczos_until_converged(matvec, operands, v0, num_steps, k, tol):
+  """Lanczos that stops once the ``k`` top Ritz values settle.
+
+  After step ``j`` it stops when the ``k`` Ritz values of largest magnitude
+  all moved by less than ``tol`` relative to the previous step (PyHessian's
+  criterion for power iteration), when the Krylov space is invariant, or
+  after ``num_steps`` steps. The loop runs on the host around one jitted
+  step: the Ritz values of the small tridiagonal matrix cost microseconds in
+  LAPACK, while inside a jitted loop the padded matrix made each step cost
+  several Hessian-vector products.
+
+  Returns:
+    ``(alpha, beta, basis)`` of the steps taken, as NumPy arrays.
+  """
+  basis = jax.jit(_lanczos_basis, static_argnums=1)(v0, num_steps)
+  alpha, beta = [], []
+  previous = np.zeros(k)
+  for j in range(num_steps):
+    scale = max(map(abs, alpha), default=0.0)
+    basis, a, b, invariant = _lanczos_step_jit(
+      matvec, operands, basis, j, scale
+    )
+    alpha.append(float(a))
+    beta.append(float(b))
+    if bool(invariant):
+      break
+    theta = _tridiagonal_eigh(np.asarray(alpha), np.asarray(beta))[0]
+    top = np.zeros(k)
+    ranked = theta[np.argsort(-np.abs(theta))[:k]]
+    top[: ranked.size] = ranked
+    change = np.abs(top - previous) / (np.abs(previous) + 1e-6)
+    if j + 1 > k and np.all(change < tol):
+      break
+    previous = top
+  steps = len(alpha)
+  return np.asarray(alpha), np.asarray(beta), np.asarray(basis[:steps])
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -170,7 +195,7 @@ def _power(matvec, operands, v0, found, tol, max_iters):
 
   def body(carry):
     i, q, value, _ = carry
-    q = _normalize(q - found.T @ (found @ q))
+    q = _normalize(q - (found @ q) @ found)
     hq = matvec(operands, q)
     new = jnp.dot(q, hq)
     done = (i > 0) & (jnp.abs(new - value) / (jnp.abs(value) + 1e-6) < tol)
@@ -216,8 +241,9 @@ def top_hessian_eigenvalues(
   ``max_iters`` products. It needs far fewer products than power iteration
   when eigenvalues are close, and all ``k`` pairs come from one run.
 
-  Every loop runs inside one jitted `lax.while_loop` on the flattened
-  parameter vector.
+  The power loop runs inside one jitted `lax.while_loop` on the flattened
+  parameter vector; the Lanczos loop runs one jitted step per product and
+  checks convergence on the host.
 
   Args:
     fun: ``fun(params) -> scalar``, or ``fun(params, batch) -> scalar`` with
@@ -282,16 +308,14 @@ def top_hessian_eigenvalues(
   else:
     steps_max = min(max_iters, op.dim)
     start = jax.random.normal(key, flat.shape, flat.dtype)
-    alpha, beta, basis, steps = _lanczos_jit(
+    alpha, beta, basis = _lanczos_until_converged(
       op.matvec, op.operands, start, steps_max, k, tol
     )
-    total = int(steps)
-    theta, s = _tridiagonal_eigh(
-      np.asarray(alpha[:total]), np.asarray(beta[:total])
-    )
+    total = alpha.size
+    theta, s = _tridiagonal_eigh(alpha, beta)
     top = np.argsort(-np.abs(theta))[: min(k, total)]
     values = jnp.asarray(theta[top], flat.dtype)
-    ritz = np.asarray(basis[:total]).T @ s[:, top]
+    ritz = basis.T @ s[:, top]
     vectors = jnp.asarray((ritz / np.linalg.norm(ritz, axis=0)).T, flat.dtype)
   return Eigenpairs(values, jax.vmap(op.unravel)(vectors), total)
 
@@ -364,9 +388,7 @@ def hessian_trace(
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _slq_coefficients(matvec, operands, probes, num_steps):
   def one(probe):
-    alpha, beta, _, steps = _lanczos(
-      matvec, operands, probe, num_steps, 1, None
-    )
+    alpha, beta, _, steps = _lanczos(matvec, operands, probe, num_steps)
     return alpha, beta, steps
 
   return jax.vmap(one)(probes)

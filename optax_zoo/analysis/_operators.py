@@ -159,14 +159,6 @@ def make_operator(
   batches = None if batches is None else list(batches)
   if batches is not None and not batches:
     raise ValueError('`batches` must hold at least one batch, got none.')
-  example = () if batches is None else (batches[0],)
-  out = jax.eval_shape(lambda p: fun(p, *example), params)
-  if ggn_loss_fn is None:
-    _check_scalar(out, 'fun')
-  else:
-    _check_scalar(
-      jax.eval_shape(lambda z: ggn_loss_fn(z, *example), out), 'ggn_loss_fn'
-    )
   if batches is None:
     mode, operands = 'single', (flat,)
   else:
@@ -184,6 +176,16 @@ def make_operator(
   )
   key = (fun, ggn_loss_fn, signature, mode)
   if key not in _MATVECS:
+    # Checked once per cached operator: tracing ``fun`` costs as much as a
+    # few Hessian-vector products.
+    example = () if batches is None else (batches[0],)
+    out = jax.eval_shape(lambda p: fun(p, *example), params)
+    if ggn_loss_fn is None:
+      _check_scalar(out, 'fun')
+    else:
+      _check_scalar(
+        jax.eval_shape(lambda z: ggn_loss_fn(z, *example), out), 'ggn_loss_fn'
+      )
     if len(_MATVECS) >= _MAX_CACHED:
       _MATVECS.pop(next(iter(_MATVECS)))
     _MATVECS[key] = _build_matvec(fun, ggn_loss_fn, unravel, mode)
