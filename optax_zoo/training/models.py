@@ -13,11 +13,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from optax_zoo._src.validation import check_in_range
+
 __all__ = ['CNN1D', 'MLP', 'ResNet1D']
 
 
 class MLP(nnx.Module):
-  """A ReLU multilayer perceptron.
+  """A ReLU multilayer perceptron, with optional dropout after hidden layers.
+
+  Dropout is active in train mode (``model.train()``, as the training loop
+  sets) and off in eval mode; its random stream lives in the model's state,
+  so each training step draws a fresh mask.
 
   Example:
     >>> import jax.numpy as jnp
@@ -33,17 +39,23 @@ class MLP(nnx.Module):
     hidden: Sequence[int] = (100, 100),
     num_classes: int = 10,
     *,
+    dropout: float = 0.0,
     rngs: nnx.Rngs,
   ):
+    check_in_range('dropout', dropout, 0.0, 1.0)
     sizes = (in_features, *hidden)
     self.hidden = nnx.List(
       [nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes)]
     )
     self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
+    # Created last so the weights match those of the same MLP without dropout.
+    self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
     for layer in self.hidden:
       x = nnx.relu(layer(x))
+      if self.dropout is not None:
+        x = self.dropout(x)
     return self.head(x)
 
 

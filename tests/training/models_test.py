@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -93,3 +94,37 @@ def test_resnet_skip_flag_changes_the_function_not_the_parameters():
   with_skip.eval()
   without.eval()
   assert not np.allclose(_apply(with_skip, x), _apply(without, x), atol=1e-3)
+
+
+def test_mlp_dropout_is_random_in_training_and_off_in_eval():
+  x = jnp.ones((4, 40))
+  model = MLP(40, dropout=0.5, rngs=nnx.Rngs(0))
+  model.train()
+  first, second = _apply(model, x), _apply(model, x)
+  assert not np.allclose(first, second)  # a fresh mask each call
+  model.eval()
+  plain = MLP(40, rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(_apply(model, x), _apply(plain, x), rtol=1e-6)
+
+
+def test_mlp_dropout_steps_draw_fresh_masks_in_the_training_loop():
+  from optax_zoo import training
+
+  data = training.digits()
+  histories = training.train_seeds(
+    lambda rngs: MLP(64, (32,), dropout=0.3, rngs=rngs),
+    optax.adam(1e-2),
+    data,
+    seeds=[0, 1],
+    steps=40,
+    eval_every=20,
+    progress=False,
+  )
+  assert histories[0].final_accuracy > 0.5
+  assert histories[0].final_accuracy != histories[1].final_accuracy
+
+
+@pytest.mark.parametrize('rate', [-0.1, 1.0])
+def test_mlp_rejects_dropout_outside_unit_interval(rate):
+  with pytest.raises(ValueError, match='dropout'):
+    MLP(40, dropout=rate, rngs=nnx.Rngs(0))
