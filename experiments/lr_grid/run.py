@@ -8,6 +8,10 @@ method; a rerun with the same steps and seeds resumes, computing only the
 
   python experiments/lr_grid/run.py            # ~20 min on 2 CPU cores
   python experiments/lr_grid/run.py --methods adam,sgd --steps 500
+  python experiments/lr_grid/run.py --model mlp  # lr_grid_mlp.json
+
+The MLP grid (Greydanus' 100-100 MLP) tunes the adaptive experiments' MLP
+runs; the registry follows the CNN grid.
 """
 
 import argparse
@@ -20,7 +24,17 @@ import optax_zoo
 from optax_zoo import training
 
 GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
-OUT = pathlib.Path(__file__).parents[1] / 'results' / 'lr_grid.json'
+RESULTS = pathlib.Path(__file__).parents[1] / 'results'
+MODELS = {
+  'cnn': lambda rngs: training.CNN1D(rngs=rngs),
+  'mlp': lambda rngs: training.MLP(40, rngs=rngs),
+}
+
+
+def results_path(model: str) -> pathlib.Path:
+  return RESULTS / (
+    'lr_grid.json' if model == 'cnn' else f'lr_grid_{model}.json'
+  )
 
 
 def main():
@@ -28,8 +42,10 @@ def main():
   parser.add_argument('--methods', default='all')
   parser.add_argument('--steps', type=int, default=2000)
   parser.add_argument('--seeds', type=int, default=2)
-  parser.add_argument('--out', type=pathlib.Path, default=OUT)
+  parser.add_argument('--model', choices=sorted(MODELS), default='cnn')
+  parser.add_argument('--out', type=pathlib.Path, default=None)
   args = parser.parse_args()
+  args.out = args.out or results_path(args.model)
   names = (
     [m.name for m in optax_zoo.methods()]
     if args.methods == 'all'
@@ -37,7 +53,7 @@ def main():
   )
   data = training.mnist1d()
   config = {
-    'model': 'cnn',
+    'model': args.model,
     'data': 'mnist1d',
     'steps': args.steps,
     'seeds': list(range(args.seeds)),
@@ -58,7 +74,7 @@ def main():
       if str(lr) in accuracy:
         continue
       histories = training.train_seeds(
-        lambda rngs: training.CNN1D(rngs=rngs),
+        MODELS[args.model],
         info.build(lr),
         data,
         seeds=range(args.seeds),
