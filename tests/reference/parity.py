@@ -59,6 +59,31 @@ def noisy_quadratic_grads(seed: int = 1, scale: float = 1.0) -> GradFn:
   return grad_fn
 
 
+def tiny_noise_grads(seed: int = 3, scale: float = 1e-8) -> GradFn:
+  """Gaussian gradients of size ``scale`` that do not depend on the params.
+
+  With gradients as small as ``eps``, where an adaptive method adds ``eps``
+  to its denominator changes the step by order one. Start from zero
+  parameters (`zeros_like`) so that the relative deviation measures steps.
+  """
+  rng = np.random.default_rng(seed)
+  noise: dict[int, Params] = {}
+
+  def grad_fn(step: int, params: Params) -> Params:
+    if step not in noise:
+      noise[step] = {
+        k: (scale * rng.normal(size=v.shape)).astype(np.float32)
+        for k, v in sorted(params.items())
+      }
+    return noise[step]
+
+  return grad_fn
+
+
+def zeros_like(params: Params) -> Params:
+  return {k: np.zeros_like(v) for k, v in params.items()}
+
+
 class TorchReference:
   """A PyTorch optimizer over one `torch.nn.Parameter` per leaf."""
 
@@ -143,4 +168,6 @@ __all__: Sequence[str] = (
   'initial_params',
   'noisy_quadratic_grads',
   'run_parity',
+  'tiny_noise_grads',
+  'zeros_like',
 )

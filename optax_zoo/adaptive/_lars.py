@@ -1,0 +1,123 @@
+r"""LARS's layer-wise trust ratio in the paper's form.
+
+optax's `lars` divides by :math:`\|g + \beta w\|`; the paper (eq. 6 and
+Algorithm 1) divides by :math:`\|g\| + \beta \|w\|`, as do NVIDIA Apex's
+LARC and pytorch-optimizer's LARS. The two agree when the weight decay is 0
+and differ otherwise, so `optax_zoo.lars` uses this transform.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_zoo._src import validation as v
+
+__all__ = ['ScaleByLarsState', 'scale_by_lars']
+
+
+class ScaleByLarsState(NamedTuple):
+  """State of `scale_by_lars`: the step count, read by a decay schedule."""
+
+  count: jax.Array
+
+
+def _mask_leaves(mask: Any, params: Any) -> list[bool]:
+  """An optax-style mask (tree, tree prefix or callable) as one bool a leaf."""
+  if callable(mask):
+    mask = mask(params)
+  full = jax.tree.map(
+    lambda m, sub: jax.tree.map(lambda _: m, sub), mask, params
+  )
+  return jax.tree.leaves(full)
+
+
+def scale_by_lars(
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  trust_coefficient: jax.typing.ArrayLike = 0.001,
+  eps: jax.typing.ArrayLike = 0.0,
+  *,
+  weight_decay_mask: Any = True,
+  trust_ratio_mask: Any = True,
+) -> optax.GradientTransformation:
+  r"""LARS's local learning rate (You et al., 2017), without the global one.
+
+  For each parameter array (layer) :math:`l`, eq. (6) of the paper:
+
+  .. math::
+    \lambda^l = \eta \frac{\|w^l\|}{\|g^l\| + \beta \|w^l\| + \epsilon},
+    \quad u^l = \lambda^l (g^l + \beta w^l),
+
+  with :math:`\lambda^l = 1` where :math:`\|w^l\| = 0` or the denominator
+  is 0 (a zero-initialized layer takes a plain gradient step, as in optax
+  and pytorch-optimizer). Layers outside ``trust_ratio_mask`` get
+  :math:`u^l = g^l + \beta w^l`; layers outside ``weight_decay_mask`` have
+  :math:`\beta = 0`. `lars` scales :math:`u` by :math:`-\gamma_t` and then
+  accumulates momentum, which is Algorithm 1's order.
+
+  Args:
+    weight_decay: :math:`\beta` >= 0, or a schedule of the step count.
+    trust_coefficient: :math:`\eta` > 0.
+    eps: added to the denominator, >= 0 (the paper has none).
+    weight_decay_mask: tree (or prefix, or callable of the params) of bools
+      selecting the decayed layers.
+    trust_ratio_mask: the same, selecting the layers with a trust ratio.
+
+  Returns:
+    An `optax.GradientTransformation`; its ``update`` needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_zoo
+    >>> tx = optax_zoo.scale_by_lars(weight_decay=1.0, trust_coefficient=1.0)
+    >>> params = jnp.array([3.0, 4.0])  # |w| = 5, |g| = 10
+    >>> tx.update(2 * params, tx.init(params), params)[0]  # 5/15 * 3 w
+    Array([3., 4.], dtype=float32)
+
+  References:
+    You, Gitman & Ginsburg, `Large Batch Training of Convolutional Networks
+    <https://arxiv.org/abs/1708.03888>`_, 2017.
+  """
+  v.check_weight_decay(weight_decay)
+  v.check_positive('trust_coefficient', trust_coefficient)
+  v.check_non_negative('eps', eps)
+
+  def init_fn(params):
+    del params
+    return ScaleByLarsState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError('scale_by_lars needs `params` in update().')
+    decay = (
+      weight_decay(state.count) if callable(weight_decay) else weight_decay
+    )
+
+    def layer(g, w, decays, trusts):
+      beta = decay if decays else 0.0
+      direction = g + beta * w
+      if not trusts:
+        return direction.astype(g.dtype)
+      w_norm = jnp.linalg.norm(w.astype(jnp.float32))
+      denom = jnp.linalg.norm(g.astype(jnp.float32)) + beta * w_norm + eps
+      # == 0 rather than > 0, so that a NaN norm gives a NaN ratio.
+      ratio = jnp.where(
+        (w_norm == 0) | (denom == 0), 1.0, trust_coefficient * w_norm / denom
+      )
+      return (ratio * direction).astype(g.dtype)
+
+    leaves, treedef = jax.tree.flatten(updates)
+    out = map(
+      layer,
+      leaves,
+      treedef.flatten_up_to(params),
+      _mask_leaves(weight_decay_mask, params),
+      _mask_leaves(trust_ratio_mask, params),
+    )
+    return jax.tree.unflatten(treedef, list(out)), ScaleByLarsState(
+      count=optax.safe_increment(state.count)
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,106 @@
+"""NovoGrad's layer-wise scaling, with a weight decay that may be a schedule.
+
+optax's `scale_by_novograd` adds ``weight_decay * params`` with a plain
+number, so a decay schedule (the usual companion of a learning-rate schedule)
+cannot be passed; this version reads the schedule at the step count and is
+otherwise the same algorithm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_zoo._src import validation as v
+
+__all__ = ['scale_by_novograd']
+
+
+def scale_by_novograd(
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.25,
+  eps: jax.typing.ArrayLike = 1e-6,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+  r"""NovoGrad's moments (Ginsburg et al., 2019), without a learning rate.
+
+  One second moment per parameter array (layer) :math:`l`:
+
+  .. math::
+    v^l_1 = \|g^l_1\|^2,\quad
+    v^l_t = \beta_2 v^l_{t-1} + (1-\beta_2)\|g^l_t\|^2,\\
+    m^l_t = \beta_1 m^l_{t-1} + \frac{g^l_t}
+      {\sqrt{v^l_t + \epsilon_{root}} + \epsilon} + \lambda_t \theta^l_{t-1},
+    \quad m^l_0 = 0,
+
+  and the update is :math:`m_t` (`novograd` multiplies it by
+  :math:`-\eta_t`). :math:`\lambda_t` is ``weight_decay`` read at the step
+  count (0 on the first step) when it is a schedule.
+
+  The state is optax's `ScaleByNovogradState`; the per-layer :math:`v` is
+  kept in float32 whatever the parameters' dtype (it is one scalar per
+  array), and the update comes back in the gradient's dtype.
+
+  Args:
+    b1: first-moment decay :math:`\beta_1`, in [0, 1).
+    b2: layer-wise second-moment decay :math:`\beta_2`, in [0, 1).
+    eps: added outside the square root, >= 0.
+    eps_root: added inside the square root, >= 0.
+    weight_decay: :math:`\lambda` >= 0, or a schedule of the step count.
+    mu_dtype: dtype of the first moment (None: the parameters' dtype).
+
+  Returns:
+    An `optax.GradientTransformation`; its ``update`` needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_zoo
+    >>> tx = optax_zoo.scale_by_novograd(eps=0.0)
+    >>> params = jnp.zeros(2)
+    >>> tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)[0]
+    Array([0.6, 0.8], dtype=float32)
+
+  References:
+    Ginsburg et al., `Stochastic Gradient Methods with Layer-wise Adaptive
+    Moments for Training of Deep Networks <https://arxiv.org/abs/1905.11286>`_,
+    2019; reference code NVIDIA/OpenSeq2Seq
+    ``open_seq2seq/optimizers/novograd.py``.
+  """
+  v.check_betas(b1=b1, b2=b2)
+  v.check_non_negative('eps', eps)
+  v.check_non_negative('eps_root', eps_root)
+  v.check_weight_decay(weight_decay)
+
+  def init_fn(params):
+    return optax.ScaleByNovogradState(
+      count=jnp.zeros([], jnp.int32),
+      mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+      nu=jax.tree.map(lambda _: jnp.zeros([], jnp.float32), params),
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError('scale_by_novograd needs `params` in update().')
+    decay = (
+      weight_decay(state.count) if callable(weight_decay) else weight_decay
+    )
+    first = state.count == 0
+
+    def layer(g, p, m, n):
+      sq_norm = jnp.sum(jnp.square(g.astype(jnp.float32)))
+      n = jnp.where(first, sq_norm, b2 * n + (1 - b2) * sq_norm)
+      new_m = b1 * m + (g / (jnp.sqrt(n + eps_root) + eps) + decay * p)
+      return new_m.astype(m.dtype), n
+
+    new = jax.tree.map(layer, updates, params, state.mu, state.nu)
+    mu = jax.tree.map(lambda _, o: o[0], updates, new)
+    nu = jax.tree.map(lambda _, o: o[1], updates, new)
+    out = jax.tree.map(lambda m, g: m.astype(g.dtype), mu, updates)
+    count = optax.safe_increment(state.count)
+    return out, optax.ScaleByNovogradState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
