@@ -133,6 +133,12 @@ def make_train_fn(
   ``opt_state``: their buffers are reused for the outputs and are deleted
   after the call.
 
+  A transform that takes extra update arguments (an
+  `optax.GradientTransformationExtraArgs`, such as `optax_zoo.koala_v`) gets
+  ``value``, the batch loss, and ``value_variance``, the mean over the batch
+  of the squared per-example losses, each found by applying ``loss_fn`` to
+  one example; transforms that do not use them ignore them.
+
   Args:
     graphdef: the graph definition from ``nnx.split(model, nnx.Param, ...)``,
       in the mode to train in (``model.train()``).
@@ -166,12 +172,18 @@ def make_train_fn(
     def step(carry, batch):
       params, rest, opt_state = carry
       model = nnx.merge(graphdef, params, rest)
-      loss, grads = nnx.value_and_grad(
-        lambda model: loss_fn(model(x[batch]), y[batch])
-      )(model)
+
+      def batch_loss(model):
+        logits = model(x[batch])
+        return loss_fn(logits, y[batch]), logits
+
+      (loss, logits), grads = nnx.value_and_grad(batch_loss, has_aux=True)(
+        model
+      )
       # The forward pass updated BatchNorm's running statistics in `model`.
       rest = nnx.split(model, nnx.Param, ...)[2]
-      updates, opt_state = tx.update(grads, opt_state, params)
+      extra = _loss_extra_args(tx, loss_fn, loss, logits, y[batch])
+      updates, opt_state = tx.update(grads, opt_state, params, **extra)
       return (optax.apply_updates(params, updates), rest, opt_state), loss
 
     (params, rest, opt_state), losses = jax.lax.scan(
@@ -182,6 +194,17 @@ def make_train_fn(
   if vmap:
     run = jax.vmap(run, in_axes=(0, 0, 0, None, None, 0))
   return jax.jit(run, donate_argnums=(0, 1, 2))
+
+
+def _loss_extra_args(tx, loss_fn, loss, logits, labels) -> dict[str, Any]:
+  """The loss arguments of a transform that takes extra update arguments."""
+  if not isinstance(tx, optax.GradientTransformationExtraArgs):
+    return {}
+  per_example = jax.vmap(lambda lg, lb: loss_fn(lg[None], lb[None]))(
+    logits, labels
+  )
+  # Unused by most transforms, in which case XLA drops it.
+  return {'value': loss, 'value_variance': jnp.mean(jnp.square(per_example))}
 
 
 def make_eval_fn(

@@ -156,6 +156,40 @@ def test_nnx_optimizer_matches_the_functional_loop(small):
   np.testing.assert_allclose(test_loss, history.test_loss[-1], rtol=1e-4)
 
 
+def test_extra_args_transforms_get_the_loss_and_its_spread(small):
+  def recorder():
+    def update(updates, state, params=None, *, value, value_variance, **_):
+      return jax.tree.map(jnp.zeros_like, updates), (value, value_variance)
+
+    return optax.GradientTransformationExtraArgs(
+      lambda params: (jnp.zeros([]), jnp.zeros([])), update
+    )
+
+  model = _mlp(nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = recorder()
+  batch = jnp.arange(32, dtype=jnp.int32)
+  # Before the call, which donates (deletes) the model's parameters.
+  per_example = optax.softmax_cross_entropy_with_integer_labels(
+    model(small.x_train[batch]), small.y_train[batch]
+  )
+  _, _, (value, value_variance), losses = make_train_fn(graphdef, tx)(
+    params, rest, tx.init(params), small.x_train, small.y_train, batch[None]
+  )
+  np.testing.assert_allclose(value, losses[0])
+  np.testing.assert_allclose(value, per_example.mean(), rtol=1e-5)
+  np.testing.assert_allclose(
+    value_variance, jnp.mean(per_example**2), rtol=1e-5
+  )
+
+
+@pytest.mark.parametrize('name', ['koala_v', 'koala_m'])
+def test_trains_with_a_method_that_needs_the_loss(small, name):
+  tx = optax_zoo.create(name, learning_rate=1.0)
+  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=60, eval_every=20)
+  assert history.test_loss[-1] < 0.5 * history.test_loss[0]
+
+
 def test_batch_order_visits_each_example_once_per_epoch():
   order = loop_lib._batch_order(0, num_train=10, batch_size=3, steps=7)
   assert order.shape == (7, 3)
