@@ -23,6 +23,7 @@ from optax_zoo import training
 from optax_zoo.analysis import (
   expected_calibration_error,
   negative_log_likelihood,
+  plotting,
 )
 from optax_zoo.training.stats import mean_ci
 
@@ -144,10 +145,7 @@ def accuracy_boxplot(
   import matplotlib.pyplot as plt
 
   _, ax = plt.subplots(figsize=(5, 3.5))
-  names = list(runs)
-  ax.boxplot([100 * np.asarray(runs[k]['accuracy']) for k in names])
-  ax.set_xticks(range(1, len(names) + 1), names, rotation=15)
-  ax.set_ylabel('test accuracy (%)')
+  plotting.seed_boxplot({k: v['accuracy'] for k, v in runs.items()}, ax)
   if title:
     ax.set_title(title)
   plt.tight_layout()

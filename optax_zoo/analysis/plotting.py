@@ -16,6 +16,7 @@ __all__ = [
   'plot_spectral_density',
   'plot_surface',
   'reliability_plot',
+  'seed_boxplot',
 ]
 
 
@@ -151,4 +152,30 @@ def reliability_plot(
   ax.set_xlabel('confidence (max prob)')
   ax.set_ylabel('accuracy - confidence')
   ax.legend()
+  return ax
+
+
+def seed_boxplot(
+  values: dict[str, Any],
+  ax: Any = None,
+  *,
+  ylabel: str = 'test accuracy (%)',
+  scale: float = 100.0,
+) -> Any:
+  """Box plots of per-seed results, one box per labelled run.
+
+  Args:
+    values: per-seed values (a sequence per label), e.g. final accuracies.
+    ax: a matplotlib axes; default a new figure's.
+    ylabel: the y axis label.
+    scale: multiplies the values (100 turns fractions into percent).
+
+  Returns:
+    The axes.
+  """
+  ax = _axes(ax)
+  names = list(values)
+  ax.boxplot([scale * np.asarray(values[k], np.float64) for k in names])
+  ax.set_xticks(range(1, len(names) + 1), names, rotation=15)
+  ax.set_ylabel(ylabel)
   return ax
