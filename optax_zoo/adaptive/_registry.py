@@ -293,7 +293,7 @@ ENTRIES = (
       'pytorch_optimizer.DiffGrad'
     ),
     state_copies=3,
-    learning_rate=0.01,
+    learning_rate=0.03,
     invalid_kwargs=(*BAD_ADAM_KWARGS, {'weight_decay': -1e-4}),
     deviations=(
       'official code: eps added to the uncorrected root (paper: to the '
@@ -317,7 +317,7 @@ ENTRIES = (
       'with pytorch_optimizer.PNM'
     ),
     state_copies=2,
-    learning_rate=0.1,
+    learning_rate=1.0,
     invalid_kwargs=(
       {'learning_rate': -1.0},
       {'b1': 1.0},
@@ -344,7 +344,7 @@ ENTRIES = (
       'transcription); live parity with pytorch_optimizer.AdaPNM at eps=0'
     ),
     state_copies=4,
-    learning_rate=0.01,
+    learning_rate=0.03,
     invalid_kwargs=(
       *BAD_ADAM_KWARGS,
       {'b0': -0.5},
@@ -432,7 +432,7 @@ ENTRIES = (
       'tests/reference/arsg_test.py)'
     ),
     state_copies=3,
-    learning_rate=0.01,
+    learning_rate=0.03,
     invalid_kwargs=(*BAD_ADAM_KWARGS, {'mu': 1.0}, {'weight_decay': -1.0}),
     deviations=(
       'normalized moments (the MXNet form of the official code); its '
@@ -455,7 +455,7 @@ ENTRIES = (
       'tests/reference/koala_test.py)'
     ),
     state_copies=0,
-    learning_rate=1.0,
+    learning_rate=0.3,
     invalid_kwargs=(
       {'learning_rate': -1.0},
       {'r': -1.0},
@@ -482,7 +482,7 @@ ENTRIES = (
       'tests/reference/koala_test.py)'
     ),
     state_copies=2,
-    learning_rate=1.0,
+    learning_rate=0.3,
     invalid_kwargs=(
       {'learning_rate': -1.0},
       {'r': -1.0},
@@ -516,7 +516,7 @@ ENTRIES = (
       'generalized_signsgd.py (NumPy transcription)'
     ),
     state_copies=2,
-    learning_rate=0.01,
+    learning_rate=0.001,
     invalid_kwargs=(*BAD_ADAM_KWARGS, {'weight_decay': -1.0}),
     parity='3.4e-6',
   ),
@@ -533,7 +533,7 @@ ENTRIES = (
     ),
     reference='the paper (no reference code); NumPy transcription',
     state_copies=0,
-    learning_rate=0.1,
+    learning_rate=0.03,
     example_kwargs=lambda lr: {'inner': adaptive.sgd(lr, momentum=0.9)},
     invalid_kwargs=(
       {'every_k': 0},
