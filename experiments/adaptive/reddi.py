@@ -125,7 +125,7 @@ def plot(result: dict) -> None:
   ax.set_xscale('log')
   ax.set_xlabel('step')
   ax.set_ylabel('x')
-  ax.set_title("Reddi et al.'s online problem, b1=0.9, b2=0.99, alpha=0.1")
+  ax.set_title("Reddi et al.'s problem (b1 0.9, b2 0.99, alpha 0.1)")
   ax.legend()
   plt.tight_layout()
   plt.savefig(c.HERE / 'reddi.png', dpi=120)
