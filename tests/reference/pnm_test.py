@@ -206,7 +206,7 @@ def test_adapnm_eps_placement_matches_official_code(amsgrad):
   parity.assert_parity(worst)
 
 
-def test_buffers_trade_places_in_a_fixed_layout():
+def test_odd_and_even_steps_update_their_own_buffer_in_a_fixed_layout():
   tx = optax_zoo.scale_by_adapnm(amsgrad=False)
   params = {'w': jnp.zeros((2, 3)), 'b': jnp.zeros(3, jnp.bfloat16)}
   state = tx.init(params)
@@ -219,13 +219,21 @@ def test_buffers_trade_places_in_a_fixed_layout():
     traces.append(1)
     return tx.update(grads, state)
 
-  grads = jax.tree.map(jnp.ones_like, params)
-  for _ in range(3):
+  for step in range(1, 5):
+    grads = jax.tree.map(lambda p, s=step: jnp.full_like(p, s), params)
     previous = state
     _, state = update(grads, state)
     assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == layout
-    # What was updated last step is next step's negative buffer.
-    jax.tree.map(np.testing.assert_array_equal, state.mu_prev, previous.mu)
+    updated, kept = ('mu_odd', 'mu_even') if step % 2 else ('mu_even', 'mu_odd')
+    # The other buffer is untouched; this one moved toward the new gradient.
+    jax.tree.map(
+      np.testing.assert_array_equal,
+      getattr(state, kept),
+      getattr(previous, kept),
+    )
+    assert not np.array_equal(
+      getattr(state, updated)['w'], getattr(previous, updated)['w']
+    )
   assert len(traces) == 1
 
 
