@@ -89,7 +89,7 @@ def plot(result: dict) -> None:
     order = sorted(runs, key=lambda k: np.mean(runs[k]['final_accuracy']))
     ax.boxplot(
       [100 * np.asarray(runs[k]['final_accuracy']) for k in order],
-      vert=False,
+      orientation='horizontal',
     )
     ax.set_yticks(range(1, len(order) + 1), order)
     ax.set_xlabel('final test accuracy (%), 10 seeds')
