@@ -142,6 +142,15 @@ def _lanczos(matvec, operands, v0, num_steps):
   return alpha, beta, basis, steps
 
 
+_lanczos_basis_jit = jax.jit(_lanczos_basis, static_argnums=1)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _grow_jit(basis, rows):
+  pad = jnp.zeros((rows - basis.shape[0], basis.shape[1]), basis.dtype)
+  return jnp.concatenate([basis, pad])
+
+
 @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
 def _lanczos_step_jit(matvec, operands, basis, j, scale):
   return _lanczos_step(matvec, operands, basis, j, scale)
@@ -156,15 +165,20 @@ def _lanczos_until_converged(matvec, operands, v0, num_steps, k, tol):
   after ``num_steps`` steps. The loop runs on the host around one jitted
   step: the Ritz values of the small tridiagonal matrix cost microseconds in
   LAPACK, while inside a jitted loop the padded matrix made each step cost
-  several Hessian-vector products.
+  several Hessian-vector products. The basis starts with 16 rows and doubles
+  when full (one compilation per size, cached): reorthogonalizing against
+  all ``num_steps`` rows from the start cost as much as the product itself.
 
   Returns:
     ``(alpha, beta, basis)`` of the steps taken, as NumPy arrays.
   """
-  basis = jax.jit(_lanczos_basis, static_argnums=1)(v0, num_steps)
+  basis = _lanczos_basis_jit(v0, min(16, num_steps))
   alpha, beta = [], []
   previous = np.zeros(k)
   for j in range(num_steps):
+    rows = basis.shape[0]
+    if j + 1 >= rows and rows < num_steps:
+      basis = _grow_jit(basis, min(2 * rows, num_steps))
     scale = max(map(abs, alpha), default=0.0)
     basis, a, b, invariant = _lanczos_step_jit(
       matvec, operands, basis, j, scale
@@ -182,7 +196,7 @@ def _lanczos_until_converged(matvec, operands, v0, num_steps, k, tol):
       break
     previous = top
   steps = len(alpha)
-  return np.asarray(alpha), np.asarray(beta), np.asarray(basis[:steps])
+  return np.asarray(alpha), np.asarray(beta), np.asarray(basis)[:steps]
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
