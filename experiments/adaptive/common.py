@@ -45,6 +45,7 @@ def train(
   batch_size: int = 128,
   desc: str | None = None,
   data: training.Dataset | None = None,
+  eval_every: int | None = None,
 ) -> list[training.History]:
   """Trains ``tx`` on ``model`` for all ``seeds`` as one vmapped program."""
   return training.train_seeds(
@@ -54,7 +55,7 @@ def train(
     seeds=seeds,
     steps=steps,
     batch_size=batch_size,
-    eval_every=max(1, steps // 20),
+    eval_every=eval_every or max(1, steps // 20),
     desc=desc,
   )
 
