@@ -82,6 +82,8 @@ def main():
       label=label,
     )
   ax.set_xscale('log')
+  ax.set_xticks(BUDGETS, [str(b) for b in BUDGETS])
+  ax.minorticks_off()
   ax.set_xlabel('training budget (steps)')
   ax.set_ylabel('test accuracy (%)')
   ax.set_title('MNIST-1D CNN, SGD: 10 seeds, 95% intervals')
