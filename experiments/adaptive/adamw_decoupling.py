@@ -47,14 +47,7 @@ def main():
   parser.add_argument('--steps', type=int, default=2000)
   parser.add_argument('--model', default='mlp')
   args = parser.parse_args()
-  result = c.load(NAME)
-  if result.get('steps') != args.steps or result.get('model') != args.model:
-    result = {
-      'steps': args.steps,
-      'model': args.model,
-      'seeds': list(c.EVAL_SEEDS),
-      'runs': {},
-    }
+  result = c.resume(NAME, steps=args.steps, model=args.model)
   for form, decays in DECAYS.items():
     for lr in RATES:
       for wd in decays:

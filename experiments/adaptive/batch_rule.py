@@ -38,7 +38,7 @@ def make(name: str, lr: float):
 
 
 def main():
-  result = c.load(NAME) or {'seeds': list(c.EVAL_SEEDS), 'runs': {}}
+  result = c.resume(NAME)
   runs = result['runs']
   for name, grid in GRIDS.items():
     for batch in BATCHES:

@@ -65,6 +65,19 @@ def load(name: str) -> dict[str, Any]:
   return json.loads(path.read_text()) if path.exists() else {}
 
 
+def resume(name: str, **config: Any) -> dict[str, Any]:
+  """The saved result ``name`` if it was run with ``config``, else a new one.
+
+  A new result holds ``config``, the evaluation seeds and empty ``runs``;
+  launchers add each finished run and `save` after it, so an interrupted
+  experiment continues where it stopped.
+  """
+  result = load(name)
+  if not result or any(result.get(k) != v for k, v in config.items()):
+    result = {**config, 'seeds': list(EVAL_SEEDS), 'runs': {}}
+  return result
+
+
 def save(name: str, result: dict[str, Any]) -> pathlib.Path:
   RESULTS.mkdir(parents=True, exist_ok=True)
   path = RESULTS / f'{name}.json'

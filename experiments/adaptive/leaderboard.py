@@ -24,9 +24,7 @@ NAME = 'adaptive_leaderboard'
 
 
 def run(names, models, steps: int) -> dict:
-  result = c.load(NAME)
-  if result.get('steps') != steps:
-    result = {'steps': steps, 'seeds': list(c.EVAL_SEEDS), 'runs': {}}
+  result = c.resume(NAME, steps=steps)
   for model in models:
     runs = result['runs'].setdefault(model, {})
     for name in names:

@@ -48,9 +48,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--k', type=int, default=8)
   args = parser.parse_args()
-  result = c.load(NAME)
-  if result.get('k') != args.k:
-    result = {'k': args.k, 'seeds': list(c.EVAL_SEEDS), 'runs': {}}
+  result = c.resume(NAME, k=args.k)
   for name, (schedule, batch) in configs(args.k).items():
     if name in result['runs']:
       continue

@@ -30,7 +30,7 @@ def accuracy_at(histories, step: int) -> list[float]:
 
 
 def main():
-  result = c.load(NAME) or {'seeds': list(c.EVAL_SEEDS), 'runs': {}}
+  result = c.resume(NAME)
   runs = result['runs']
   sgd = lambda lr: optax_zoo.sgd(lr, momentum=0.9)
   for name, lr in (

@@ -49,9 +49,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=2000)
   args = parser.parse_args()
-  result = c.load(NAME)
-  if result.get('steps') != args.steps:
-    result = {'steps': args.steps, 'seeds': list(c.EVAL_SEEDS), 'runs': {}}
+  result = c.resume(NAME, steps=args.steps)
   data = training.mnist1d()
   for name, tx in configs(args.steps).items():
     if name in result['runs']:
