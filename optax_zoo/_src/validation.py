@@ -13,15 +13,20 @@ concrete and catches a negative peak value.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+  'UNSET',
+  'check_adam_family',
   'check_betas',
   'check_choice',
+  'check_float_dtype',
   'check_in_range',
   'check_int',
   'check_learning_rate',
@@ -29,6 +34,7 @@ __all__ = [
   'check_positive',
   'check_transform',
   'check_weight_decay',
+  'renamed_argument',
 ]
 
 
@@ -168,3 +174,85 @@ def check_transform(name: str, value: Any) -> None:
   """Checks that `value` looks like an `optax.GradientTransformation`."""
   if not (hasattr(value, 'init') and hasattr(value, 'update')):
     raise _fail(name, value, 'an optax.GradientTransformation')
+
+
+def check_adam_family(
+  learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any
+) -> None:
+  """Checks the hyperparameters every Adam-like constructor shares."""
+  check_learning_rate(learning_rate)
+  check_betas(b1=b1, b2=b2)
+  check_non_negative('eps', eps)
+  check_non_negative('eps_root', eps_root)
+
+
+def check_float_dtype(
+  name: str, value: Any, *, allow_none: bool = True
+) -> None:
+  """Checks that `value` names a floating dtype (a state's `mu_dtype`).
+
+  An integer or boolean moment would silently round every update, and a
+  misspelt dtype would otherwise fail only at ``init``.
+  """
+  if value is None and allow_none:
+    return
+  allowed = 'a floating dtype (e.g. jnp.float32, jnp.bfloat16)' + (
+    ' or None' if allow_none else ''
+  )
+  try:
+    dtype = jnp.dtype(value)
+  except TypeError:
+    raise _fail(name, value, allowed) from None
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise _fail(name, value, allowed)
+
+
+class _Unset:
+  """The default of a deprecated argument: tells "not passed" from None."""
+
+  def __repr__(self) -> str:
+    return 'UNSET'
+
+
+UNSET: Any = _Unset()
+
+
+def renamed_argument(
+  old_name: str, old_value: Any, new_name: str, new_value: Any, default: Any
+) -> Any:
+  """Resolves an argument renamed from `old_name` to `new_name`.
+
+  The old name keeps working, with a `DeprecationWarning`; passing both is
+  an error rather than a silent choice of one.
+
+  Args:
+    old_name: the deprecated name.
+    old_value: its value, `UNSET` when not passed.
+    new_name: the current name.
+    new_value: its value (the signature's default when not passed).
+    default: the current name's default.
+
+  Returns:
+    The value to use.
+  """
+  if old_value is UNSET:
+    return new_value
+  warnings.warn(
+    f'`{old_name}` is deprecated, pass `{new_name}` instead.',
+    DeprecationWarning,
+    stacklevel=3,
+  )
+  if new_value is not default:
+    raise ValueError(
+      f'pass `{new_name}` only, not also its deprecated name `{old_name}`.'
+    )
+  return old_value
+
+
+def check_schedule_args(start_step: Any, every_k: Any) -> None:
+  """Checks an averaging schedule: first snapshot and snapshot spacing.
+
+  Shared by the averaging wrappers (`swa`, `swag`, `gadam`, ...).
+  """
+  check_int('start_step', start_step, minimum=0)
+  check_int('every_k', every_k, minimum=1)

@@ -1,6 +1,8 @@
 """Adaptive-moment and sign-based optimizers."""
 
 from optax_zoo.adaptive._acprop import acprop, scale_by_acprop
+from optax_zoo.adaptive._adafactor import adafactor
+from optax_zoo.adaptive._adam import adam, adamax, nadam
 from optax_zoo.adaptive._adamw import adamw
 from optax_zoo.adaptive._adan import AdanState, adan, scale_by_adan
 from optax_zoo.adaptive._arsg import ArsgState, arsg, scale_by_arsg
@@ -17,22 +19,9 @@ from optax_zoo.adaptive._koala import (
   scale_by_koala_m,
   scale_by_koala_v,
 )
-from optax_zoo.adaptive._lambc import lambc, scale_by_lambc
-from optax_zoo.adaptive._lars import ScaleByLarsState, scale_by_lars
-from optax_zoo.adaptive._novograd import scale_by_novograd
-from optax_zoo.adaptive._optax_aliases import (
-  adafactor,
-  adam,
-  adamax,
-  lamb,
-  lars,
-  nadam,
-  novograd,
-  radam,
-  sgd,
-  sign_sgd,
-  signum,
-)
+from optax_zoo.adaptive._lambc import lamb, lambc, scale_by_lambc
+from optax_zoo.adaptive._lars import ScaleByLarsState, lars, scale_by_lars
+from optax_zoo.adaptive._novograd import novograd, scale_by_novograd
 from optax_zoo.adaptive._pnm import (
   AdaPNMState,
   PNMState,
@@ -41,11 +30,14 @@ from optax_zoo.adaptive._pnm import (
   scale_by_adapnm,
   scale_by_pnm,
 )
-from optax_zoo.adaptive._radam import scale_by_radam
+from optax_zoo.adaptive._radam import radam, scale_by_radam
+from optax_zoo.adaptive._sgd import sgd
 from optax_zoo.adaptive._signsgd import (
   GeneralizedSignSGDState,
   generalized_signsgd,
   scale_by_generalized_signsgd,
+  sign_sgd,
+  signum,
 )
 from optax_zoo.adaptive._weight_rescaling import (
   WeightRescalingState,

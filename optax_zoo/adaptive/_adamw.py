@@ -12,7 +12,6 @@ import jax
 import optax
 
 from optax_zoo._src import validation as v
-from optax_zoo.adaptive._optax_aliases import _check_adam_family
 
 __all__ = ['adamw']
 
@@ -93,7 +92,7 @@ def adamw(
   Deviations: the default is optax's form, kept for compatibility with
   optax and PyTorch; pass ``schedule_multiplier`` for the paper's.
   """
-  _check_adam_family(learning_rate, b1, b2, eps, eps_root)
+  v.check_adam_family(learning_rate, b1, b2, eps, eps_root)
   v.check_weight_decay(weight_decay)
   if schedule_multiplier is None:
     return optax.adamw(

@@ -1,4 +1,5 @@
-"""LAMBC: LAMB with the trust ratio clipped to a bound.
+"""LAMB (optax's implementation, validated) and LAMBC, LAMB with the trust
+ratio clipped to a bound.
 
 Non-finite gradients: not sanitized; a NaN or inf gradient gives a NaN trust
 ratio, hence a NaN update for its whole layer, and a poisoned state.
@@ -14,7 +15,7 @@ import optax
 
 from optax_zoo._src import validation as v
 
-__all__ = ['lambc', 'scale_by_lambc']
+__all__ = ['lamb', 'lambc', 'scale_by_lambc']
 
 
 def _scale_by_unbiased_adam(
@@ -202,3 +203,49 @@ def lambc(
     ),
     optax.scale_by_learning_rate(learning_rate),
   )
+
+
+def lamb(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-6,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  mask: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""LAMB (You et al., 2020), optax's implementation.
+
+  .. math::
+    r_t = \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon} + \lambda \theta_{t-1},
+    \quad
+    \Delta^l_t = -\eta_t \frac{\|\theta^l_{t-1}\|}{\|r^l_t\|} r^l_t,
+
+  with the trust ratio set to 1 where either norm is zero (optax's choice).
+
+  Args:
+    learning_rate: step size, a float >= 0 or a schedule.
+    b1: first-moment decay, in [0, 1).
+    b2: second-moment decay, in [0, 1).
+    eps: added outside the square root, >= 0.
+    eps_root: added inside the square root, >= 0.
+    weight_decay: decay :math:`\lambda` >= 0, or a schedule.
+    mask: pytree or callable selecting the decayed parameters.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_zoo
+    >>> tx = optax_zoo.lamb(1e-1)
+    >>> params = jnp.array([3.0, 4.0])
+    >>> tx.update(params, tx.init(params), params)[0]  # |step| = 0.1 |params|
+    Array([-0.3..., -0.4...], dtype=float32)
+
+  References:
+    You et al., `Large Batch Optimization for Deep Learning: Training BERT in
+    76 minutes <https://arxiv.org/abs/1904.00962>`_, 2020.
+  """
+  v.check_adam_family(learning_rate, b1, b2, eps, eps_root)
+  v.check_weight_decay(weight_decay)
+  return optax.lamb(learning_rate, b1, b2, eps, eps_root, weight_decay, mask)

@@ -16,7 +16,7 @@ import optax
 
 from optax_zoo._src import validation as v
 
-__all__ = ['ScaleByLarsState', 'scale_by_lars']
+__all__ = ['ScaleByLarsState', 'lars', 'scale_by_lars']
 
 
 class ScaleByLarsState(NamedTuple):
@@ -121,3 +121,72 @@ def scale_by_lars(
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def lars(
+  learning_rate: optax.ScalarOrSchedule,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  weight_decay_mask: Any = True,
+  trust_coefficient: jax.typing.ArrayLike = 0.001,
+  eps: jax.typing.ArrayLike = 0.0,
+  trust_ratio_mask: Any = True,
+  momentum: jax.typing.ArrayLike = 0.9,
+  nesterov: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  r"""LARS (You et al., 2017): Algorithm 1 of the paper.
+
+  .. math::
+    \lambda^l_t = \eta_{trust} \frac{\|\theta^l\|}{\|g^l\| +
+      \beta\|\theta^l\| + \epsilon},\quad
+    m_t = \mu m_{t-1} + \gamma_t \lambda_t (g_t + \beta \theta_t),\quad
+    \Delta_t = -m_t,
+
+  the global rate :math:`\gamma_t` inside the momentum, as in the paper (see
+  `scale_by_lars` for the masks and zero norms).
+
+  Deviation from optax: ``optax.lars`` divides by
+  :math:`\|g^l + \beta\theta^l\|` instead of
+  :math:`\|g^l\| + \beta\|\theta^l\|`; the two agree at
+  ``weight_decay=0``. pytorch-optimizer's ``LARS`` has the paper's ratio but
+  multiplies the rate outside the momentum and applies the ratio and the
+  decay to arrays of rank >= 2 only: it equals this at a constant rate with
+  both masks ``lambda p: jax.tree.map(lambda x: x.ndim > 1, p)``.
+
+  Args:
+    learning_rate: global step size :math:`\gamma_t`, a float >= 0 or a
+      schedule.
+    weight_decay: decay :math:`\beta` >= 0, or a schedule.
+    weight_decay_mask: pytree or callable selecting the decayed parameters.
+    trust_coefficient: :math:`\eta_{trust}` > 0.
+    eps: added to the trust-ratio denominator, >= 0.
+    trust_ratio_mask: pytree or callable selecting layers with a trust ratio.
+    momentum: momentum :math:`\mu`, in [0, 1).
+    nesterov: use Nesterov momentum (not in the paper).
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_zoo
+    >>> tx = optax_zoo.lars(1.0, trust_coefficient=0.1)
+    >>> params = jnp.array([3.0, 4.0])
+    >>> tx.update(2 * params, tx.init(params), params)[0]
+    Array([-0.3..., -0.4...], dtype=float32)
+
+  References:
+    You et al., `Large Batch Training of Convolutional Networks
+    <https://arxiv.org/abs/1708.03888>`_, 2017.
+  """
+  v.check_learning_rate(learning_rate)
+  v.check_in_range('momentum', momentum, 0.0, 1.0)
+  return optax.chain(
+    scale_by_lars(
+      weight_decay,
+      trust_coefficient,
+      eps,
+      weight_decay_mask=weight_decay_mask,
+      trust_ratio_mask=trust_ratio_mask,
+    ),
+    optax.scale_by_learning_rate(learning_rate),
+    optax.trace(decay=momentum, nesterov=nesterov),
+  )

@@ -16,7 +16,7 @@ import optax
 
 from optax_zoo._src import validation as v
 
-__all__ = ['scale_by_novograd']
+__all__ = ['novograd', 'scale_by_novograd']
 
 
 def scale_by_novograd(
@@ -104,3 +104,66 @@ def scale_by_novograd(
     return out, optax.ScaleByNovogradState(count=count, mu=mu, nu=nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def novograd(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.95,
+  b2: jax.typing.ArrayLike = 0.98,
+  eps: jax.typing.ArrayLike = 0.0,
+  eps_root: jax.typing.ArrayLike = 1e-8,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  mu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""NovoGrad (Ginsburg et al., 2019), with a schedulable weight decay.
+
+  A layer-wise second moment (one scalar per parameter array), see
+  `scale_by_novograd`:
+
+  .. math::
+    v^l_t = \beta_2 v^l_{t-1} + (1-\beta_2)\|g^l_t\|^2,\quad v^l_1 =
+      \|g^l_1\|^2,\\
+    m^l_t = \beta_1 m^l_{t-1} + \frac{g^l_t}{\sqrt{v^l_t + \epsilon_{root}}
+      + \epsilon} + \lambda_t \theta^l_{t-1},\quad
+    \Delta_t = -\eta_t m_t.
+
+  The same algorithm as ``optax.novograd`` (equal to float32 rounding at a
+  constant decay), which cannot take a decay schedule. Defaults are the
+  reference code's (NVIDIA OpenSeq2Seq ``NovoGrad``: ``beta1=0.95,
+  beta2=0.98, epsilon=1e-8`` with the epsilon inside the root), not optax's
+  (``b1=0.9, b2=0.25, eps=1e-6`` outside the root); pytorch-optimizer's
+  ``NovoGrad`` adds its ``eps`` outside the root (``eps=eps, eps_root=0``).
+  The references' ``grad_averaging`` option (a :math:`1-\beta_1` factor on
+  the new term) is not offered.
+
+  Args:
+    learning_rate: step size, a float >= 0 or a schedule.
+    b1: first-moment decay, in [0, 1).
+    b2: layer-wise second-moment decay, in [0, 1).
+    eps: added to the denominator, >= 0.
+    eps_root: added inside the square root, >= 0.
+    weight_decay: decay :math:`\lambda` >= 0 added to the normalized
+      gradient, or a schedule of the step count.
+    mu_dtype: dtype of the first moment (None: the parameters' dtype).
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_zoo
+    >>> decay = optax.linear_schedule(1e-3, 0.0, transition_steps=100)
+    >>> tx = optax_zoo.novograd(1e-1, weight_decay=decay)
+    >>> params = jnp.zeros(2)
+    >>> tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)[0].round(4)
+    Array([-0.06, -0.08], dtype=float32)
+
+  References:
+    Ginsburg et al., `Stochastic Gradient Methods with Layer-wise Adaptive
+    Moments for Training of Deep Networks <https://arxiv.org/abs/1905.11286>`_,
+    2019.
+  """
+  v.check_learning_rate(learning_rate)
+  return optax.chain(
+    scale_by_novograd(b1, b2, eps, eps_root, weight_decay, mu_dtype),
+    optax.scale_by_learning_rate(learning_rate),
+  )

@@ -1,4 +1,5 @@
-"""Generalized SignSGD: the family between SignSGD and Adam.
+"""SignSGD and Signum (optax's, validated), and Generalized SignSGD, the
+family between SignSGD and Adam.
 
 Non-finite gradients: not sanitized; a NaN or inf gradient gives a NaN update
 and a poisoned state.
@@ -18,6 +19,8 @@ __all__ = [
   'GeneralizedSignSGDState',
   'generalized_signsgd',
   'scale_by_generalized_signsgd',
+  'sign_sgd',
+  'signum',
 ]
 
 
@@ -186,3 +189,63 @@ def generalized_signsgd(
     ),
     optax.scale_by_learning_rate(learning_rate),
   )
+
+
+def sign_sgd(
+  learning_rate: optax.ScalarOrSchedule,
+) -> optax.GradientTransformation:
+  r"""SignSGD (Bernstein et al., 2018): :math:`\Delta_t = -\eta_t
+  \operatorname{sign}(g_t)`.
+
+  Args:
+    learning_rate: step size, a float >= 0 or a schedule.
+
+  Returns:
+    An `optax.GradientTransformation`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_zoo
+    >>> tx = optax_zoo.sign_sgd(0.1)
+    >>> tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))[0]
+    Array([-0.1,  0.1], dtype=float32)
+
+  References:
+    Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex
+    Problems <https://arxiv.org/abs/1802.04434>`_, 2018.
+  """
+  v.check_learning_rate(learning_rate)
+  return optax.sign_sgd(learning_rate)
+
+
+def signum(
+  learning_rate: optax.ScalarOrSchedule,
+  beta: jax.typing.ArrayLike = 0.9,
+  accumulator_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+  r"""Signum (Bernstein et al., 2018): the sign of an EMA of gradients.
+
+  .. math::
+    m_t = \beta m_{t-1} + (1-\beta) g_t,\quad
+    \Delta_t = -\eta_t \operatorname{sign}(m_t).
+
+  Args:
+    learning_rate: step size, a float >= 0 or a schedule.
+    beta: momentum decay, in [0, 1).
+    accumulator_dtype: dtype of the momentum buffer.
+
+  Returns:
+    An `optax.GradientTransformation`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_zoo
+    >>> tx = optax_zoo.signum(0.1)
+    >>> tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))[0]
+    Array([-0.1,  0.1], dtype=float32)
+
+  References:
+    Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex
+    Problems <https://arxiv.org/abs/1802.04434>`_, 2018.
+  """
+  v.check_learning_rate(learning_rate)
+  v.check_in_range('beta', beta, 0.0, 1.0)
+  return optax.signum(learning_rate, beta, accumulator_dtype)
