@@ -2,12 +2,15 @@
 
 import dataclasses
 import json
+import os
 import re
+import stat
 
 import pytest
 
 import optax_zoo
 from optax_zoo import cli, registry
+from optax_zoo.training import bench
 
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -82,7 +85,7 @@ def test_bench_writes_json_and_png(tmp_path, capsys):
 def test_bench_skips_methods_needing_an_axis_name(
   tmp_path, capsys, monkeypatch
 ):
-  real_get = optax_zoo.get
+  real_get = registry.get
 
   def get(name):
     info = real_get(name)
@@ -90,12 +93,31 @@ def test_bench_skips_methods_needing_an_axis_name(
       return dataclasses.replace(info, needs_axis_name=True)
     return info
 
-  monkeypatch.setattr(optax_zoo, 'get', get)
-  assert _bench(tmp_path, '--methods=sgd,adam', '--seeds=1') == 0
+  monkeypatch.setattr(registry, 'get', get)
+  # The skipped method last: bench.json must still record it.
+  assert _bench(tmp_path, '--methods=adam,sgd', '--seeds=1') == 0
   assert 'skipping sgd' in capsys.readouterr().out
   result = json.loads((tmp_path / 'bench.json').read_text())
   assert list(result['methods']) == ['adam']
-  assert 'sgd' in result['skipped']
+  assert 'axis_name' in result['skipped']['sgd']
+
+
+def test_bench_runs_methods_with_extra_update_arguments(tmp_path):
+  # KOALA needs the loss; the bench used to skip it.
+  assert _bench(tmp_path, '--methods=koala_v', '--seeds=1') == 0
+  result = json.loads((tmp_path / 'bench.json').read_text())
+  assert list(result['methods']) == ['koala_v'] and not result['skipped']
+  assert result['methods']['koala_v']['final_accuracy'] > 0.2
+
+
+def test_bench_outputs_follow_the_umask(tmp_path):
+  previous = os.umask(0o022)
+  try:
+    assert _bench(tmp_path, '--methods=sgd', '--seeds=1') == 0
+  finally:
+    os.umask(previous)
+  for name in ('bench.json', 'bench.png'):
+    assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
 
 @pytest.mark.parametrize(
@@ -127,8 +149,8 @@ def test_default_bench_budget_trains_the_cnn_past_90_percent_with_adam(
   # The acceptance bar of the foundation issue: Adam at its registered rate,
   # the default steps and seeds, on the real MNIST-1D CNN.
   parser_defaults = cli._parser().parse_args(['bench'])
-  result = cli.run_bench(
-    cli.load_data('mnist1d'),
+  result = bench.run_bench(
+    bench.load_data('mnist1d'),
     ['adam'],
     steps=parser_defaults.steps,
     seeds=parser_defaults.seeds,

@@ -47,7 +47,7 @@ def _mlp(rngs):
 def test_train_lowers_the_loss(data):
   history = train(
     _mlp(nnx.Rngs(0)), optax.adam(1e-2), data, steps=60, eval_every=20
-  )
+  ).history
   np.testing.assert_array_equal(history.steps, [0, 20, 40, 60])
   assert history.test_loss[-1] < 0.5 * history.test_loss[0]
   assert history.train_loss[-1] < history.train_loss[1]
@@ -61,7 +61,9 @@ def test_train_lowers_the_loss(data):
 def test_train_updates_the_model_in_place(small):
   model = _mlp(nnx.Rngs(0))
   before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-  history = train(model, optax.adam(1e-2), small, steps=10, eval_every=10)
+  history = train(
+    model, optax.adam(1e-2), small, steps=10, eval_every=10
+  ).history
   after = nnx.state(model, nnx.Param)
   assert not np.allclose(before['head']['kernel'], after['head']['kernel'])
   accuracy = jnp.mean(jnp.argmax(model(small.x_test), -1) == small.y_test)
@@ -71,16 +73,16 @@ def test_train_updates_the_model_in_place(small):
 def test_last_chunk_may_be_shorter(small):
   history = train(
     _mlp(nnx.Rngs(0)), optax.sgd(0.1), small, steps=25, eval_every=10
-  )
+  ).history
   np.testing.assert_array_equal(history.steps, [0, 10, 20, 25])
 
 
 def test_vmapped_seeds_match_separate_runs(small):
   kwargs = {'steps': 30, 'eval_every': 10, 'batch_size': 32}
   tx = optax.adam(1e-2)
-  histories = train_seeds(_mlp, tx, small, seeds=[0, 1], **kwargs)
+  histories = train_seeds(_mlp, tx, small, seeds=[0, 1], **kwargs).histories
   for seed, vmapped in zip([0, 1], histories, strict=True):
-    alone = train(_mlp(nnx.Rngs(seed)), tx, small, seed=seed, **kwargs)
+    alone = train(_mlp(nnx.Rngs(seed)), tx, small, seed=seed, **kwargs).history
     np.testing.assert_allclose(vmapped.test_loss, alone.test_loss, rtol=1e-4)
     np.testing.assert_allclose(vmapped.train_loss, alone.train_loss, rtol=1e-4)
     np.testing.assert_allclose(
@@ -103,13 +105,15 @@ def test_train_step_donates_params_and_opt_state(small):
 
 def test_works_with_a_chained_transform(small):
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
-  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=40, eval_every=20)
+  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=40, eval_every=20).history
   assert history.test_loss[-1] < 0.5 * history.test_loss[0]
 
 
 def test_batchnorm_statistics_train_and_are_used_in_eval(small):
   model = ResNet1D(channels=8, num_blocks=1, rngs=nnx.Rngs(0))
-  history = train(model, optax.adam(1e-2), small, steps=20, eval_every=20)
+  history = train(
+    model, optax.adam(1e-2), small, steps=20, eval_every=20
+  ).history
   stats = nnx.state(model, nnx.BatchStat)
   assert np.any(np.asarray(stats['stem_bn']['mean']) != 0)
   model.eval()
@@ -123,7 +127,7 @@ def test_evaluates_the_weights_eval_params_returns(small):
   # Slow weights that never sync stay at the initialization: the evaluated
   # model must not improve while the fast weights train.
   tx = optax_zoo.lookahead(optax.adam(1e-2), sync_period=1000, alpha=0.5)
-  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=30, eval_every=10)
+  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=30, eval_every=10).history
   np.testing.assert_allclose(history.test_loss, history.test_loss[0])
   assert history.train_loss[-1] < 0.5 * history.train_loss[1]
 
@@ -134,7 +138,7 @@ def test_nnx_optimizer_matches_the_functional_loop(small):
   steps, batch_size = 20, 32
   history = train(
     _mlp(nnx.Rngs(0)), tx, small, steps=steps, batch_size=batch_size
-  )
+  ).history
   model = _mlp(nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
@@ -186,7 +190,7 @@ def test_extra_args_transforms_get_the_loss_and_its_spread(small):
 @pytest.mark.parametrize('name', ['koala_v', 'koala_m'])
 def test_trains_with_a_method_that_needs_the_loss(small, name):
   tx = optax_zoo.create(name, learning_rate=1.0)
-  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=60, eval_every=20)
+  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=60, eval_every=20).history
   assert history.test_loss[-1] < 0.5 * history.test_loss[0]
 
 
@@ -202,7 +206,7 @@ def test_batch_order_visits_each_example_once_per_epoch():
 def test_history_reports_steps_to_target_and_serializes(small):
   history = train(
     _mlp(nnx.Rngs(0)), optax.adam(1e-2), small, steps=20, eval_every=10
-  )
+  ).history
   assert history.steps_to(0.0) == 0
   assert history.steps_to(1.01) is None
   record = json.loads(json.dumps(history.to_dict()))

@@ -119,7 +119,7 @@ def test_mlp_dropout_steps_draw_fresh_masks_in_the_training_loop():
     steps=40,
     eval_every=20,
     progress=False,
-  )
+  ).histories
   assert histories[0].final_accuracy > 0.5
   assert histories[0].final_accuracy != histories[1].final_accuracy
 
