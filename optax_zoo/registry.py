@@ -1,21 +1,23 @@
 """The method registry: one `MethodInfo` per method, `create` and `methods`.
 
-Every method in optax_zoo has one entry, declared next to its code in its
-subpackage's ``_registry.py``. The entry is all a method needs to join the
-common test suite (`tests/common_test.py`), the `optax-zoo list` table, the
-README's method table and `optax-zoo bench`.
+Every method in optax_zoo has one entry, declared next to its code in the
+``ENTRIES`` tuple of its subpackage's ``_registry.py``; `SUBPACKAGES` names
+the subpackages collected here, in order. The entry is all a method needs to
+join the common test suite (`tests/common_test.py`), the `optax-zoo list`
+table, the README's method table and `optax-zoo bench`. `register` adds a
+method from outside the package (an experiment's or a test's) for the rest of
+the process.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any
 
 import optax
 
 from optax_zoo._src.method_info import CATEGORIES, MethodInfo, Paper
-from optax_zoo.adaptive import _registry as _adaptive
-from optax_zoo.averaging import _registry as _averaging
 
 __all__ = [
   'CATEGORIES',
@@ -25,16 +27,43 @@ __all__ = [
   'get',
   'markdown_table',
   'methods',
+  'register',
+  'unregister',
 ]
 
-_ENTRIES = (*_adaptive.ENTRIES, *_averaging.ENTRIES)
+# The subpackages with methods; each has ``_registry.ENTRIES``.
+SUBPACKAGES = ('adaptive', 'averaging')
 
 _REGISTRY: dict[str, MethodInfo] = {}
-for _info in _ENTRIES:
-  if _info.name in _REGISTRY:
-    raise RuntimeError(f'duplicate registry entry {_info.name!r}')
-  _REGISTRY[_info.name] = _info
-del _info
+
+
+def register(info: MethodInfo) -> MethodInfo:
+  """Adds ``info`` to the registry; returns it.
+
+  Raises:
+    ValueError: if ``info`` is not a `MethodInfo` or its name is taken.
+  """
+  if not isinstance(info, MethodInfo):
+    raise ValueError(f'`info` must be a MethodInfo, got {type(info).__name__}.')
+  if info.name in _REGISTRY:
+    raise ValueError(
+      f'`info.name` must be new, got {info.name!r}, which is registered.'
+    )
+  _REGISTRY[info.name] = info
+  return info
+
+
+def unregister(name: str) -> MethodInfo:
+  """Removes the method ``name`` and returns its entry (see `get`)."""
+  info = get(name)
+  del _REGISTRY[name]
+  return info
+
+
+for _sub in SUBPACKAGES:
+  for _info in importlib.import_module(f'optax_zoo.{_sub}._registry').ENTRIES:
+    register(_info)
+del _sub, _info
 
 
 def get(name: str) -> MethodInfo:
