@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from optax_zoo._src import validation as v
-from optax_zoo.averaging._swa import _check_schedule_args, averaged
+from optax_zoo.averaging._swa import averaged
 
 __all__ = ['PadamState', 'gadam', 'gadamx', 'scale_by_padam']
 
@@ -126,6 +126,7 @@ def gadam(
   *,
   start_step: jax.typing.ArrayLike,
   every_k: jax.typing.ArrayLike = 1,
+  accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Gadam (Granziol et al., 2020): AdamW with iterate averaging.
 
@@ -148,6 +149,8 @@ def gadam(
     weight_decay: :math:`\lambda`, decoupled, >= 0.
     start_step: completed steps before averaging starts, an integer >= 0.
     every_k: steps between snapshots, an integer >= 1.
+    accumulator_dtype: dtype of the average, as in `optax_zoo.swa` (None:
+      float32 for parameters narrower than float32).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -173,9 +176,12 @@ def gadam(
   """
   v.check_learning_rate(learning_rate)
   _check_adam_args(b1, b2, eps, weight_decay)
-  _check_schedule_args(start_step, every_k)
+  v.check_schedule_args(start_step, every_k)
   inner = optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay)
-  return averaged(inner, start_step, every_k, period=None)
+  v.check_float_dtype('accumulator_dtype', accumulator_dtype)
+  return averaged(
+    inner, start_step, every_k, None, accumulator_dtype, name='gadam'
+  )
 
 
 def gadamx(
@@ -188,6 +194,7 @@ def gadamx(
   *,
   start_step: jax.typing.ArrayLike,
   every_k: jax.typing.ArrayLike = 1,
+  accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""GadamX (Granziol et al., 2020): Padam with decoupled weight decay and
   iterate averaging.
@@ -210,6 +217,8 @@ def gadamx(
     partial: :math:`p`, in [0, 0.5].
     start_step: completed steps before averaging starts, an integer >= 0.
     every_k: steps between snapshots, an integer >= 1.
+    accumulator_dtype: dtype of the average, as in `optax_zoo.swa` (None:
+      float32 for parameters narrower than float32).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -231,10 +240,13 @@ def gadamx(
   """
   v.check_learning_rate(learning_rate)
   _check_adam_args(b1, b2, eps, weight_decay)
-  _check_schedule_args(start_step, every_k)
+  v.check_schedule_args(start_step, every_k)
   inner = optax.chain(
     scale_by_padam(b1, b2, eps, partial),
     optax.add_decayed_weights(weight_decay),
     optax.scale_by_learning_rate(learning_rate),
   )
-  return averaged(inner, start_step, every_k, period=None)
+  v.check_float_dtype('accumulator_dtype', accumulator_dtype)
+  return averaged(
+    inner, start_step, every_k, None, accumulator_dtype, name='gadamx'
+  )

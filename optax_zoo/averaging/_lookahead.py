@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_zoo._src import validation as v
+from optax_zoo.averaging import _tree
 
 __all__ = ['LookaheadState', 'lookahead']
 
@@ -26,10 +27,13 @@ class LookaheadState(NamedTuple):
   slow: Any
   inner_state: optax.OptState
 
+  # Its update resets the fast weights to the slow ones; a transform after
+  # it in a chain would move them elsewhere (see `optax_zoo.eval_params`).
+  must_be_last = True
+
   def eval_params(self, params: Any) -> Any:
-    """The slow weights, which the paper evaluates."""
-    del params
-    return self.slow
+    """The slow weights, which the paper evaluates, in the params' dtype."""
+    return _tree.map_params(lambda p, s: s, params, self.slow)
 
 
 def lookahead(
@@ -53,6 +57,15 @@ def lookahead(
   ``LookaheadParams(fast=params, slow=params)``: its fast weights are our
   parameters and its slow weights our ``state.slow``. Evaluate with
   `optax_zoo.eval_params(state, params)`, which returns the slow weights.
+
+  .. warning::
+    ``lookahead`` must produce the final update: at each synchronization its
+    update moves the weights exactly onto the new slow weights, which a
+    later `optax.scale`, clipping or learning rate in the same `optax.chain`
+    would distort. Put the learning rate and clipping *inside* ``inner``
+    (``lookahead(optax.chain(optax.clip(1.0), optax.adam(1e-3)))``) or
+    before it. `optax_zoo.eval_params` raises a `ValueError` when a
+    transform follows ``lookahead`` in a chain.
 
   The state costs one extra parameter copy over the inner optimizer's.
   Non-finite inner updates are passed through unchanged and reach the slow

@@ -11,32 +11,57 @@ import optax
 from optax_zoo._src import validation as v
 from optax_zoo.averaging import _tree
 
-__all__ = ['SWAState', 'periodic_swa', 'swa']
+__all__ = ['PeriodicSWAState', 'SWAState', 'periodic_swa', 'swa']
 
 
 class SWAState(NamedTuple):
-  """State of `swa`, `periodic_swa`, `gadam` and `gadamx`.
+  """State of `swa`, `gadam` and `gadamx`.
 
   Attributes:
     count: steps taken, int32.
-    n_models: parameter snapshots in the running mean, int32.
-    mean: the running mean of the snapshots (a parameter copy).
+    n_models: parameter snapshots folded into ``mean``, int32.
+    pending: whether the parameters after the last step are a snapshot not
+      yet folded in (bool): they reach the wrapper as the next update's
+      ``params``, and `optax_zoo.eval_params` folds them in meanwhile.
+    mean: the running mean of the snapshots, in the accumulator dtype.
     inner_state: the inner optimizer's state.
   """
 
   count: jax.Array
   n_models: jax.Array
+  pending: jax.Array
   mean: Any
   inner_state: optax.OptState
 
   def eval_params(self, params: Any) -> Any:
-    """The running mean; ``params`` until the first snapshot."""
-    return _tree.mean_or_params(self.n_models, self.mean, params)
+    """The running mean with ``params`` folded in if due; else ``params``."""
+    n, due = _tree.scalar(self.n_models), _tree.scalar(self.pending)
+    return _tree.map_params(
+      lambda p, m: jnp.where((n > 0) | due, fold(m, p, n, due), p),
+      params,
+      self.mean,
+    )
 
 
-def _check_schedule_args(start_step, every_k):
-  v.check_int('start_step', start_step, minimum=0)
-  v.check_int('every_k', every_k, minimum=1)
+class PeriodicSWAState(SWAState):
+  """State of `periodic_swa` (as `SWAState`).
+
+  Its restarts replace the update, so it must produce the final update of
+  its chain; `optax_zoo.eval_params` raises if a transform follows it.
+  """
+
+  must_be_last = True
+
+
+def fold(m: jax.Array, p: jax.Array, n: jax.Array, due: jax.Array):
+  """``m`` with ``p`` folded in where ``due``, as torch's AveragedModel.
+
+  The first snapshot is copied, later ones move the mean by
+  ``(p - mean) / (n + 1)``, computed in the accumulator dtype of ``m``.
+  """
+  p = p.astype(m.dtype)
+  new = jnp.where(n == 0, p, m + (p - m) / (n + 1).astype(m.dtype))
+  return jnp.where(due, new, m)
 
 
 def averaged(
@@ -44,54 +69,61 @@ def averaged(
   start_step: jax.typing.ArrayLike,
   every_k: jax.typing.ArrayLike,
   period: jax.typing.ArrayLike | None,
+  accumulator_dtype: Any | None,
+  name: str,
 ) -> optax.GradientTransformationExtraArgs:
-  """The shared core of `swa` and `periodic_swa` (validated by callers)."""
+  """The shared core of `swa`, `periodic_swa` and Gadam (validated by callers).
+
+  The mean takes in the ``params`` each update is handed, the iterates the
+  training actually visits, whatever later transforms of a chain do to this
+  wrapper's update. The parameters after step :math:`t` arrive at update
+  :math:`t + 1`, so a snapshot due at step :math:`t` waits as ``pending``.
+  """
   inner = optax.with_extra_args_support(inner)
+  dtype_fn = _tree.accumulator_dtype(accumulator_dtype)
+  state_cls = SWAState if period is None else PeriodicSWAState
 
   def init_fn(params):
-    return SWAState(
+    return state_cls(
       count=jnp.zeros([], jnp.int32),
       n_models=jnp.zeros([], jnp.int32),
-      mean=_tree.copy(params),
+      pending=jnp.zeros([], bool),
+      mean=_tree.copy(params, dtype_fn),
       inner_state=inner.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
-      raise ValueError('swa needs `params` in update().')
+      raise ValueError(f'{name} needs `params` in update().')
     updates, inner_state = inner.update(
       updates, state.inner_state, params, **extra_args
     )
+    n, due = state.n_models, state.pending
+    mean = jax.tree.map(lambda m, p: fold(m, p, n, due), state.mean, params)
+    n = n + due.astype(jnp.int32)
     step = state.count + 1  # steps completed after this update
     snap = _tree.is_event(step, start_step, every_k)
-    n = state.n_models
-    # torch.optim.swa_utils.AveragedModel: copy the first snapshot, then
-    # mean + (p - mean) / (n + 1).
-    mean = jax.tree.map(
-      lambda m, p, u: jnp.where(
-        snap,
-        jnp.where(n == 0, p + u, m + (p + u - m) / (n + 1).astype(m.dtype)),
-        m,
-      ).astype(m.dtype),
-      state.mean,
-      params,
-      updates,
-    )
-    n_models = n + snap.astype(jnp.int32)
     if period is not None:
       # Guo et al. (2022): each period restarts SGD from the period's average
-      # and starts a fresh average.
+      # (this step's snapshot included: the iterate the inner optimizer
+      # would reach) and starts a fresh average.
       restart = _tree.is_event(step, start_step, period, offset=period)
+      final = jax.tree.map(
+        lambda m, p, u: fold(m, p + u, n, snap), mean, params, updates
+      )
       updates = jax.tree.map(
         lambda u, p, m: jnp.where(restart, m - p, u).astype(u.dtype),
         updates,
         params,
-        mean,
+        final,
       )
-      n_models = jnp.where(restart, 0, n_models)
-    return updates, SWAState(
+      mean = jax.tree.map(lambda f, m: jnp.where(restart, f, m), final, mean)
+      n = jnp.where(restart, 0, n)
+      snap = snap & ~restart
+    return updates, state_cls(
       count=optax.safe_increment(state.count),
-      n_models=n_models,
+      n_models=n,
+      pending=snap,
       mean=mean,
       inner_state=inner_state,
     )
@@ -104,6 +136,7 @@ def swa(
   *,
   start_step: jax.typing.ArrayLike,
   every_k: jax.typing.ArrayLike = 1,
+  accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Stochastic weight averaging (Izmailov et al., 2018).
 
@@ -119,11 +152,20 @@ def swa(
   `optax_zoo.eval_params` returns :math:`\theta_{SWA}` (the parameters until
   the first snapshot). Use a high constant or cyclic learning rate after
   ``start_step``: `optax_zoo.schedules.swa_schedule`. Models with BatchNorm
-  need `optax_zoo.update_batch_stats` before evaluating the average.
+  need `optax_zoo.update_batch_stats` (or `optax_zoo.eval_model`) before
+  evaluating the average.
 
-  The state adds one parameter copy (the mean) to the inner state. Non-finite
-  inner updates are passed through unchanged and reach the mean at the next
-  snapshot.
+  :math:`\theta_t` is the ``params`` the next update is handed (or that
+  `optax_zoo.eval_params` is given), the weights training actually reached:
+  the wrapper may sit anywhere in an `optax.chain`, before a
+  `optax.scale` or clipping that changes its update. The mean is kept in
+  float32 for bfloat16 or float16 parameters (``accumulator_dtype``), where
+  a mean in the parameter dtype stops moving after a few dozen snapshots;
+  `optax_zoo.eval_params` returns the parameters' dtype.
+
+  The state adds one parameter copy (the mean, in the accumulator dtype) to
+  the inner state. Non-finite inner updates are passed through unchanged
+  and reach the mean at the next snapshot.
 
   Args:
     inner: the optimizer that trains the weights (SGD in the paper).
@@ -131,6 +173,8 @@ def swa(
       (the paper starts after 75% of the budget).
     every_k: steps between snapshots, an integer >= 1 (the paper: one epoch,
       or one cycle of the cyclic schedule).
+    accumulator_dtype: dtype of the mean; None: float32 for parameters
+      narrower than float32, else the parameters' dtype.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`; extra update arguments are
@@ -155,8 +199,11 @@ def swa(
   gives the paper's per-epoch averaging).
   """
   v.check_transform('inner', inner)
-  _check_schedule_args(start_step, every_k)
-  return averaged(inner, start_step, every_k, period=None)
+  v.check_schedule_args(start_step, every_k)
+  v.check_float_dtype('accumulator_dtype', accumulator_dtype)
+  return averaged(
+    inner, start_step, every_k, None, accumulator_dtype, name='swa'
+  )
 
 
 def periodic_swa(
@@ -165,6 +212,7 @@ def periodic_swa(
   start_step: jax.typing.ArrayLike,
   period: jax.typing.ArrayLike,
   every_k: jax.typing.ArrayLike = 1,
+  accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Periodic SWA (Guo et al., 2022): SWA restarted from its own average.
 
@@ -178,11 +226,18 @@ def periodic_swa(
   `optax_zoo.eval_params` returns the current period's average (the
   parameters right after a restart, which then equal the last average).
 
+  .. warning::
+    The restart replaces the update, so ``periodic_swa`` must produce the
+    final update: put it last in an `optax.chain` (wrap the learning rate
+    and clipping inside ``inner``). `optax_zoo.eval_params` raises a
+    `ValueError` when a transform follows it in a chain.
+
   Args:
     inner: the optimizer that trains the weights.
     start_step: completed steps before the first snapshot, an integer >= 0.
     period: steps per averaging period, an integer >= 1.
     every_k: steps between snapshots within a period, an integer >= 1.
+    accumulator_dtype: dtype of the mean, as in `swa`.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -207,6 +262,9 @@ def periodic_swa(
   restart.
   """
   v.check_transform('inner', inner)
-  _check_schedule_args(start_step, every_k)
+  v.check_schedule_args(start_step, every_k)
   v.check_int('period', period, minimum=1)
-  return averaged(inner, start_step, every_k, period=period)
+  v.check_float_dtype('accumulator_dtype', accumulator_dtype)
+  return averaged(
+    inner, start_step, every_k, period, accumulator_dtype, name='periodic_swa'
+  )

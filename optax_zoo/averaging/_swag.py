@@ -7,12 +7,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from optax_zoo._src import validation as v
 from optax_zoo.averaging import _tree
-from optax_zoo.averaging._swa import _check_schedule_args
 
 __all__ = ['SWAGState', 'bayesian_model_average', 'swag', 'swag_sample']
 
@@ -26,25 +24,54 @@ class SWAGState(NamedTuple):
 
   Attributes:
     count: steps taken, int32.
-    n_models: snapshots collected, int32.
+    n_models: snapshots collected into the moments, int32.
+    pending: whether the parameters after the last step are a snapshot not
+      yet collected (bool): they reach the wrapper as the next update's
+      ``params``; `optax_zoo.eval_params` and `swag_sample` given
+      ``params`` collect them meanwhile.
     mean: first moment of the snapshots (the SWA mean).
     sq_mean: second (uncentered) moment of the snapshots.
     deviations: the last ``rank`` deviations ``theta - mean`` (each against
       the mean after its snapshot), leaves of shape ``(rank, *param.shape)``,
       a ring buffer; unfilled columns are zero.
     inner_state: the inner optimizer's state.
+
+  The moments and deviations are kept in the accumulator dtype.
   """
 
   count: jax.Array
   n_models: jax.Array
+  pending: jax.Array
   mean: Any
   sq_mean: Any
   deviations: Any
   inner_state: optax.OptState
 
   def eval_params(self, params: Any) -> Any:
-    """The SWA mean; ``params`` until the first snapshot."""
-    return _tree.mean_or_params(self.n_models, self.mean, params)
+    """The SWA mean with ``params`` collected if due; else ``params``."""
+    n, due = _tree.scalar(self.n_models), _tree.scalar(self.pending)
+    return _tree.map_params(
+      lambda p, m: jnp.where(
+        (n > 0) | due, _collect(m, m, m, p, n, due, 1)[0], p
+      ),
+      params,
+      self.mean,
+    )
+
+
+def _collect(m, sq, dev, theta, n, due, rank):
+  """The moments and deviations with ``theta`` collected where ``due``.
+
+  As ``SWAG.collect_model`` in swag.py: the deviation is taken against the
+  updated mean; ``dev`` is a ring buffer of ``rank`` columns.
+  """
+  theta = theta.astype(m.dtype)
+  w = (1.0 / (n + 1)).astype(m.dtype)
+  new_m = m * (1 - w) + theta * w
+  new_sq = sq * (1 - w) + jnp.square(theta) * w
+  new_dev = dev.at[n % rank].set((theta - new_m).astype(dev.dtype))
+  pick = lambda new, old: jnp.where(due, new, old).astype(old.dtype)
+  return pick(new_m, m), pick(new_sq, sq), pick(new_dev, dev)
 
 
 def swag(
@@ -53,6 +80,7 @@ def swag(
   rank: int = 20,
   start_step: jax.typing.ArrayLike,
   every_k: jax.typing.ArrayLike = 1,
+  accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SWA-Gaussian (Maddox et al., 2019).
 
@@ -72,7 +100,14 @@ def swag(
   draw from it with `swag_sample` and average predictions with
   `bayesian_model_average`. `optax_zoo.eval_params` returns the mean.
 
-  The state adds ``rank + 2`` parameter copies to the inner state.
+  :math:`\theta` is the ``params`` the next update is handed, the weights
+  training actually reached, so the wrapper may sit anywhere in a chain.
+  The moments are kept in float32 for bfloat16 or float16 parameters
+  (``accumulator_dtype``): in bfloat16 the diagonal variance
+  :math:`\overline{\theta^2} - \bar\theta^2` is mostly rounding error.
+
+  The state adds ``rank + 2`` parameter copies (in the accumulator dtype)
+  to the inner state.
 
   Args:
     inner: the optimizer that trains the weights (SGD in the paper).
@@ -80,6 +115,8 @@ def swag(
       it in ``static_args`` of `optax.inject_hyperparams`).
     start_step: completed steps before the first snapshot, an integer >= 0.
     every_k: steps between snapshots, an integer >= 1.
+    accumulator_dtype: dtype of the moments and deviations; None: float32
+      for parameters narrower than float32, else the parameters' dtype.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -92,7 +129,7 @@ def swag(
     >>> for _ in range(3):
     ...   updates, state = tx.update(params, state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> sample = optax_zoo.swag_sample(state, jax.random.key(0))
+    >>> sample = optax_zoo.swag_sample(state, jax.random.key(0), params=params)
     >>> sample.shape
     (2,)
 
@@ -101,22 +138,25 @@ def swag(
     Learning <https://arxiv.org/abs/1902.02476>`_, 2019; reference code
     wjmaddox/swa_gaussian, ``swag/posteriors/swag.py``.
 
-  Deviations: counted in steps, not epochs; moments kept in the parameters'
-  dtype.
+  Deviations: counted in steps, not epochs.
   """
   v.check_transform('inner', inner)
   v.check_int('rank', rank, minimum=1)
-  _check_schedule_args(start_step, every_k)
+  v.check_schedule_args(start_step, every_k)
+  v.check_float_dtype('accumulator_dtype', accumulator_dtype)
   inner = optax.with_extra_args_support(inner)
+  dtype_fn = _tree.accumulator_dtype(accumulator_dtype)
 
   def init_fn(params):
+    mean = _tree.copy(params, dtype_fn)
     return SWAGState(
       count=jnp.zeros([], jnp.int32),
       n_models=jnp.zeros([], jnp.int32),
-      mean=_tree.copy(params),
-      sq_mean=jax.tree.map(jnp.square, params),
+      pending=jnp.zeros([], bool),
+      mean=mean,
+      sq_mean=jax.tree.map(jnp.square, mean),
       deviations=jax.tree.map(
-        lambda p: jnp.zeros((rank, *p.shape), p.dtype), params
+        lambda m: jnp.zeros((rank, *m.shape), m.dtype), mean
       ),
       inner_state=inner.init(params),
     )
@@ -127,25 +167,19 @@ def swag(
     updates, inner_state = inner.update(
       updates, state.inner_state, params, **extra_args
     )
-    snap = _tree.is_event(state.count + 1, start_step, every_k)
-    n = state.n_models
-
-    def moments(m, sq, dev, p, u):
-      theta = p + u
-      w = (1.0 / (n + 1)).astype(m.dtype)
-      new_m = m * (1 - w) + theta * w
-      new_sq = sq * (1 - w) + jnp.square(theta) * w
-      new_dev = dev.at[n % rank].set((theta - new_m).astype(dev.dtype))
-      pick = lambda new, old: jnp.where(snap, new, old).astype(old.dtype)
-      return pick(new_m, m), pick(new_sq, sq), pick(new_dev, dev)
-
+    n, due = state.n_models, state.pending
     out = jax.tree.map(
-      moments, state.mean, state.sq_mean, state.deviations, params, updates
+      lambda m, sq, dev, p: _collect(m, sq, dev, p, n, due, rank),
+      state.mean,
+      state.sq_mean,
+      state.deviations,
+      params,
     )
-    unzip = lambda i: jax.tree.map(lambda _, o: o[i], params, out)
+    unzip = lambda i: jax.tree.map(lambda _, o: o[i], state.mean, out)
     return updates, SWAGState(
       count=optax.safe_increment(state.count),
-      n_models=n + snap.astype(jnp.int32),
+      n_models=n + due.astype(jnp.int32),
+      pending=_tree.is_event(state.count + 1, start_step, every_k),
       mean=unzip(0),
       sq_mean=unzip(1),
       deviations=unzip(2),
@@ -159,6 +193,7 @@ def swag_sample(
   opt_state: optax.OptState,
   key: jax.Array,
   *,
+  params: Any | None = None,
   scale: jax.typing.ArrayLike = 0.5,
   diagonal_only: bool = False,
 ) -> Any:
@@ -176,6 +211,10 @@ def swag_sample(
   Args:
     opt_state: a state holding a `SWAGState` (anywhere in a chain).
     key: a JAX PRNG key.
+    params: the current parameters. A snapshot due at the last step is
+      collected from them (they reach the state only at the next update),
+      and the sample takes their structure and dtype. Without them the
+      sample is in the accumulator dtype and a pending snapshot is left out.
     scale: :math:`s`, the covariance scale, >= 0.
     diagonal_only: draw from the diagonal part only (SWAG-Diagonal).
 
@@ -183,21 +222,29 @@ def swag_sample(
     Weights with the structure of the parameters.
 
   Raises:
-    ValueError: without a `SWAGState`, or (when the state is concrete) before
-      the first snapshot.
+    ValueError: without a `SWAGState`, or (when the state is concrete)
+      before the first snapshot, or without ``params`` while a snapshot is
+      pending.
   """
   v.check_non_negative('scale', scale)
   state = _tree.find_state(opt_state, SWAGState)
-  n_models = state.n_models
-  if not isinstance(n_models, jax.core.Tracer) and np.asarray(n_models) < 1:
+  n, due = _tree.scalar(state.n_models), _tree.scalar(state.pending)
+  concrete = not isinstance(n, jax.core.Tracer) and not isinstance(
+    due, jax.core.Tracer
+  )
+  if concrete and params is None and bool(due):
+    raise ValueError(
+      '`params` must be given: the parameters after the last step are a '
+      'SWAG snapshot not yet collected; call '
+      '`swag_sample(opt_state, key, params=params)`.'
+    )
+  if concrete and int(n) + (params is not None and bool(due)) < 1:
     raise ValueError(
       '`opt_state` must hold at least one SWAG snapshot, got 0: sample after '
       '`start_step`.'
     )
-  leaves, treedef = jax.tree.flatten(state.mean)
-  k1, k2 = jax.random.split(key)
-  z1 = jax.random.split(k1, len(leaves))
   rank = jax.tree.leaves(state.deviations)[0].shape[0]
+  k1, k2 = jax.random.split(key)
   z2 = jax.random.normal(k2, (rank,))
 
   def draw(m, sq, dev, k):
@@ -206,21 +253,31 @@ def swag_sample(
     if not diagonal_only:
       low_rank = jnp.tensordot(z2.astype(dev.dtype), dev, axes=1)
       noise = noise + low_rank / jnp.sqrt(max(rank - 1, 1)).astype(m.dtype)
-    return (m + jnp.sqrt(scale).astype(m.dtype) * noise).astype(m.dtype)
+    return m + jnp.sqrt(scale).astype(m.dtype) * noise
 
-  return jax.tree.unflatten(
-    treedef,
-    [
-      draw(m, sq, d, k)
-      for m, sq, d, k in zip(
-        leaves,
-        treedef.flatten_up_to(state.sq_mean),
-        treedef.flatten_up_to(state.deviations),
-        z1,
-        strict=True,
-      )
-    ],
+  mean, sq_mean, deviations = (
+    jax.tree.leaves(t) for t in (state.mean, state.sq_mean, state.deviations)
   )
+  keys = jax.random.split(k1, len(mean))
+  if params is None:
+    leaves = [
+      draw(*x) for x in zip(mean, sq_mean, deviations, keys, strict=True)
+    ]
+    return jax.tree.unflatten(jax.tree.structure(state.mean), leaves)
+  p_leaves, treedef = jax.tree.flatten(params)
+  if len(p_leaves) != len(mean):
+    raise ValueError(
+      '`params` must have the structure of the parameters the optimizer '
+      f'was initialized with: {len(p_leaves)} leaves, the state has '
+      f'{len(mean)}.'
+    )
+  leaves = []
+  for m, sq, dev, k, p in zip(
+    mean, sq_mean, deviations, keys, p_leaves, strict=True
+  ):
+    m, sq, dev = _collect(m, sq, dev, p, n, due, rank)
+    leaves.append(draw(m, sq, dev, k).astype(p.dtype))
+  return jax.tree.unflatten(treedef, leaves)
 
 
 def bayesian_model_average(
@@ -229,6 +286,7 @@ def bayesian_model_average(
   key: jax.Array,
   *,
   num_samples: int = 30,
+  params: Any | None = None,
   scale: jax.typing.ArrayLike = 0.5,
   diagonal_only: bool = False,
 ) -> jax.Array:
@@ -247,6 +305,7 @@ def bayesian_model_average(
     opt_state: a state holding a `SWAGState`.
     key: a JAX PRNG key, split once per sample.
     num_samples: :math:`S`, an integer >= 1.
+    params: the current parameters, as in `swag_sample`.
     scale: covariance scale, as in `swag_sample`.
     diagonal_only: as in `swag_sample`.
 
@@ -262,14 +321,17 @@ def bayesian_model_average(
     ...   updates, state = tx.update(params, state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> probs = optax_zoo.bayesian_model_average(
-    ...   jax.nn.softmax, state, jax.random.key(0), num_samples=4)
+    ...   jax.nn.softmax, state, jax.random.key(0), num_samples=4,
+    ...   params=params)
     >>> float(probs.sum())
     1.0
   """
   v.check_int('num_samples', num_samples, minimum=1)
   total = None
   for k in jax.random.split(key, num_samples):
-    sample = swag_sample(opt_state, k, scale=scale, diagonal_only=diagonal_only)
+    sample = swag_sample(
+      opt_state, k, params=params, scale=scale, diagonal_only=diagonal_only
+    )
     probs = predict_fn(sample)
     total = probs if total is None else total + probs
   return total / num_samples
