@@ -37,7 +37,9 @@ def adafactor(
   weight_decay_rate: optax.ScalarOrSchedule | None = None,
   eps: jax.typing.ArrayLike = 1e-30,
   factored: bool = True,
-  weight_decay_mask: Any | None = None,
+  mask: Any | None = None,
+  *,
+  weight_decay_mask: Any = v.UNSET,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adafactor (Shazeer & Stern, 2018), optax's implementation.
 
@@ -94,7 +96,10 @@ def adafactor(
       step size), a schedule, or None.
     eps: regularization constant for the second moment, >= 0.
     factored: whether to factor the second moment.
-    weight_decay_mask: pytree or callable selecting the decayed parameters.
+    mask: pytree or callable selecting the decayed parameters
+      (``optax.adafactor`` calls it ``weight_decay_mask``).
+    weight_decay_mask: deprecated name of ``mask``, the name of every decay
+      mask in optax_zoo.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -111,6 +116,7 @@ def adafactor(
     Cost <https://arxiv.org/abs/1804.04235>`_, 2018.
   """
   v.check_learning_rate(learning_rate, allow_none=True)
+  v.check_float_dtype('dtype_momentum', dtype_momentum)
   v.check_int('min_dim_size_to_factor', min_dim_size_to_factor, minimum=1)
   v.check_in_range('decay_rate', decay_rate, 0.0, 1.0, high_inclusive=True)
   v.check_int('decay_offset', decay_offset, minimum=0)
@@ -121,6 +127,9 @@ def adafactor(
   if weight_decay_rate is not None:
     v.check_weight_decay(weight_decay_rate, 'weight_decay_rate')
   v.check_non_negative('eps', eps)
+  mask = v.renamed_argument(
+    'weight_decay_mask', weight_decay_mask, 'mask', mask, None
+  )
   return optax.adafactor(
     _relative_step if learning_rate is None else learning_rate,
     min_dim_size_to_factor,
@@ -133,5 +142,5 @@ def adafactor(
     weight_decay_rate,
     eps,
     factored,
-    weight_decay_mask,
+    mask,
   )

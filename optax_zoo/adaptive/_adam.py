@@ -66,6 +66,7 @@ def adam(
     <https://arxiv.org/abs/1412.6980>`_, 2015.
   """
   v.check_adam_family(learning_rate, b1, b2, eps, eps_root)
+  v.check_float_dtype('mu_dtype', mu_dtype)
   return optax.adam(
     learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov
   )
@@ -147,4 +148,5 @@ def nadam(
     <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, 2016.
   """
   v.check_adam_family(learning_rate, b1, b2, eps, eps_root)
+  v.check_float_dtype('mu_dtype', mu_dtype)
   return optax.nadam(learning_rate, b1, b2, eps, eps_root, mu_dtype)

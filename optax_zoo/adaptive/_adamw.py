@@ -94,6 +94,7 @@ def adamw(
   """
   v.check_adam_family(learning_rate, b1, b2, eps, eps_root)
   v.check_weight_decay(weight_decay)
+  v.check_float_dtype('mu_dtype', mu_dtype)
   if schedule_multiplier is None:
     return optax.adamw(
       learning_rate,

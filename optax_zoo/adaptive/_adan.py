@@ -95,6 +95,7 @@ def scale_by_adan(
   v.check_betas(b1=b1, b2=b2, b3=b3)
   v.check_non_negative('eps', eps)
   v.check_non_negative('eps_root', eps_root)
+  v.check_float_dtype('mu_dtype', mu_dtype)
 
   def init_fn(params):
     return AdanState(

@@ -110,6 +110,7 @@ def scale_by_arsg(
   v.check_betas(b1=b1, b2=b2)
   v.check_non_negative('eps', eps)
   v.check_in_range('mu', mu, 0.0, 1.0)
+  v.check_float_dtype('mu_dtype', mu_dtype)
   amsgrad = adaptive and amsgrad
 
   def init_fn(params):
@@ -166,6 +167,7 @@ def arsg(
   eps: jax.typing.ArrayLike = 1e-8,
   mu: jax.typing.ArrayLike = 0.1,
   weight_decay: jax.typing.ArrayLike = 0.0,
+  mask: Any | None = None,
   *,
   adaptive: bool = True,
   amsgrad: bool = True,
@@ -192,6 +194,8 @@ def arsg(
       (Adam form), >= 0; the authors suggest 1e-3 for better generalization.
     mu: observation factor, in [0, 1).
     weight_decay: :math:`\lambda`, L2 (coupled) weight decay, >= 0.
+    mask: pytree or callable selecting the parameters that decay (None:
+      all).
     adaptive: precondition by the second moment; False gives RSG.
     amsgrad: AMSGrad's running maximum (else Adam's preconditioner).
     mu_dtype: dtype of the first moment (None: the params' dtype).
@@ -220,7 +224,7 @@ def arsg(
   v.check_learning_rate(learning_rate)
   v.check_weight_decay(weight_decay)
   return optax.chain(
-    optax.add_decayed_weights(weight_decay),
+    optax.add_decayed_weights(weight_decay, mask),
     scale_by_arsg(
       b1, b2, eps, mu, adaptive=adaptive, amsgrad=amsgrad, mu_dtype=mu_dtype
     ),

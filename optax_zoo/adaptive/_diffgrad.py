@@ -87,6 +87,7 @@ def scale_by_diffgrad(
   """
   v.check_betas(b1=b1, b2=b2)
   v.check_non_negative('eps', eps)
+  v.check_float_dtype('mu_dtype', mu_dtype)
 
   def init_fn(params):
     return DiffGradState(
@@ -124,6 +125,7 @@ def diffgrad(
   b2: jax.typing.ArrayLike = 0.999,
   eps: jax.typing.ArrayLike = 1e-8,
   weight_decay: jax.typing.ArrayLike = 0.0,
+  mask: Any | None = None,
   *,
   mu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
@@ -144,6 +146,8 @@ def diffgrad(
     b2: second-moment decay, in [0, 1).
     eps: added to the (uncorrected) root of the second moment, >= 0.
     weight_decay: :math:`\lambda`, L2 (coupled) weight decay, >= 0.
+    mask: pytree or callable selecting the parameters that decay (None:
+      all).
     mu_dtype: dtype of the first moment (None: the params' dtype).
 
   Returns:
@@ -175,7 +179,7 @@ def diffgrad(
   v.check_learning_rate(learning_rate)
   v.check_weight_decay(weight_decay)
   return optax.chain(
-    optax.add_decayed_weights(weight_decay),
+    optax.add_decayed_weights(weight_decay, mask),
     scale_by_diffgrad(b1, b2, eps, mu_dtype=mu_dtype),
     optax.scale_by_learning_rate(learning_rate),
   )

@@ -140,6 +140,7 @@ def scale_by_lambc(
   v.check_non_negative('eps', eps)
   v.check_weight_decay(weight_decay)
   v.check_positive('clip_bound', clip_bound)
+  v.check_float_dtype('mu_dtype', mu_dtype)
   return optax.chain(
     _scale_by_unbiased_adam(b1, b2, eps, mu_dtype),
     optax.add_decayed_weights(weight_decay, mask),

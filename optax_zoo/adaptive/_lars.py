@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_zoo._src import tree_utils
 from optax_zoo._src import validation as v
 
 __all__ = ['ScaleByLarsState', 'lars', 'scale_by_lars']
@@ -25,23 +26,14 @@ class ScaleByLarsState(NamedTuple):
   count: jax.Array
 
 
-def _mask_leaves(mask: Any, params: Any) -> list[bool]:
-  """An optax-style mask (tree, tree prefix or callable) as one bool a leaf."""
-  if callable(mask):
-    mask = mask(params)
-  full = jax.tree.map(
-    lambda m, sub: jax.tree.map(lambda _: m, sub), mask, params
-  )
-  return jax.tree.leaves(full)
-
-
 def scale_by_lars(
   weight_decay: optax.ScalarOrSchedule = 0.0,
   trust_coefficient: jax.typing.ArrayLike = 0.001,
   eps: jax.typing.ArrayLike = 0.0,
   *,
-  weight_decay_mask: Any = True,
+  mask: Any = True,
   trust_ratio_mask: Any = True,
+  weight_decay_mask: Any = v.UNSET,
 ) -> optax.GradientTransformation:
   r"""LARS's local learning rate (You et al., 2017), without the global one.
 
@@ -54,7 +46,7 @@ def scale_by_lars(
   with :math:`\lambda^l = 1` where :math:`\|w^l\| = 0` or the denominator
   is 0 (a zero-initialized layer takes a plain gradient step, as in optax
   and pytorch-optimizer). Layers outside ``trust_ratio_mask`` get
-  :math:`u^l = g^l + \beta w^l`; layers outside ``weight_decay_mask`` have
+  :math:`u^l = g^l + \beta w^l`; layers outside ``mask`` have
   :math:`\beta = 0`. `lars` scales :math:`u` by :math:`-\gamma_t` and then
   accumulates momentum, which is Algorithm 1's order.
 
@@ -62,9 +54,10 @@ def scale_by_lars(
     weight_decay: :math:`\beta` >= 0, or a schedule of the step count.
     trust_coefficient: :math:`\eta` > 0.
     eps: added to the denominator, >= 0 (the paper has none).
-    weight_decay_mask: tree (or prefix, or callable of the params) of bools
-      selecting the decayed layers.
+    mask: tree (or prefix, or callable of the params) of bools selecting the
+      decayed layers, as ``optax.masked`` takes.
     trust_ratio_mask: the same, selecting the layers with a trust ratio.
+    weight_decay_mask: deprecated name of ``mask``.
 
   Returns:
     An `optax.GradientTransformation`; its ``update`` needs ``params``.
@@ -83,6 +76,9 @@ def scale_by_lars(
   v.check_weight_decay(weight_decay)
   v.check_positive('trust_coefficient', trust_coefficient)
   v.check_non_negative('eps', eps)
+  mask = v.renamed_argument(
+    'weight_decay_mask', weight_decay_mask, 'mask', mask, True
+  )
 
   def init_fn(params):
     del params
@@ -108,17 +104,14 @@ def scale_by_lars(
       )
       return (ratio * direction).astype(g.dtype)
 
-    leaves, treedef = jax.tree.flatten(updates)
-    out = map(
+    out = jax.tree.map(
       layer,
-      leaves,
-      treedef.flatten_up_to(params),
-      _mask_leaves(weight_decay_mask, params),
-      _mask_leaves(trust_ratio_mask, params),
+      updates,
+      params,
+      tree_utils.full_mask(mask, params),
+      tree_utils.full_mask(trust_ratio_mask, params),
     )
-    return jax.tree.unflatten(treedef, list(out)), ScaleByLarsState(
-      count=optax.safe_increment(state.count)
-    )
+    return out, ScaleByLarsState(count=optax.safe_increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -126,12 +119,14 @@ def scale_by_lars(
 def lars(
   learning_rate: optax.ScalarOrSchedule,
   weight_decay: optax.ScalarOrSchedule = 0.0,
-  weight_decay_mask: Any = True,
+  mask: Any = True,
   trust_coefficient: jax.typing.ArrayLike = 0.001,
   eps: jax.typing.ArrayLike = 0.0,
   trust_ratio_mask: Any = True,
   momentum: jax.typing.ArrayLike = 0.9,
   nesterov: bool = False,
+  *,
+  weight_decay_mask: Any = v.UNSET,
 ) -> optax.GradientTransformationExtraArgs:
   r"""LARS (You et al., 2017): Algorithm 1 of the paper.
 
@@ -156,12 +151,15 @@ def lars(
     learning_rate: global step size :math:`\gamma_t`, a float >= 0 or a
       schedule.
     weight_decay: decay :math:`\beta` >= 0, or a schedule.
-    weight_decay_mask: pytree or callable selecting the decayed parameters.
+    mask: pytree or callable selecting the decayed parameters (``optax.lars``
+      calls it ``weight_decay_mask``).
     trust_coefficient: :math:`\eta_{trust}` > 0.
     eps: added to the trust-ratio denominator, >= 0.
     trust_ratio_mask: pytree or callable selecting layers with a trust ratio.
     momentum: momentum :math:`\mu`, in [0, 1).
     nesterov: use Nesterov momentum (not in the paper).
+    weight_decay_mask: deprecated name of ``mask``, the name of every decay
+      mask in optax_zoo.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -179,12 +177,15 @@ def lars(
   """
   v.check_learning_rate(learning_rate)
   v.check_in_range('momentum', momentum, 0.0, 1.0)
+  mask = v.renamed_argument(
+    'weight_decay_mask', weight_decay_mask, 'mask', mask, True
+  )
   return optax.chain(
     scale_by_lars(
       weight_decay,
       trust_coefficient,
       eps,
-      weight_decay_mask=weight_decay_mask,
+      mask=mask,
       trust_ratio_mask=trust_ratio_mask,
     ),
     optax.scale_by_learning_rate(learning_rate),

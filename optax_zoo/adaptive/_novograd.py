@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_zoo._src import tree_utils
 from optax_zoo._src import validation as v
 
 __all__ = ['novograd', 'scale_by_novograd']
@@ -26,6 +27,7 @@ def scale_by_novograd(
   eps_root: jax.typing.ArrayLike = 0.0,
   weight_decay: optax.ScalarOrSchedule = 0.0,
   mu_dtype: Any | None = None,
+  mask: Any | None = None,
 ) -> optax.GradientTransformation:
   r"""NovoGrad's moments (Ginsburg et al., 2019), without a learning rate.
 
@@ -40,7 +42,8 @@ def scale_by_novograd(
 
   and the update is :math:`m_t` (`novograd` multiplies it by
   :math:`-\eta_t`). :math:`\lambda_t` is ``weight_decay`` read at the step
-  count (0 on the first step) when it is a schedule.
+  count (0 on the first step) when it is a schedule, and 0 for the arrays
+  outside ``mask``.
 
   The state is optax's `ScaleByNovogradState`; the per-layer :math:`v` is
   kept in float32 whatever the parameters' dtype (it is one scalar per
@@ -53,6 +56,8 @@ def scale_by_novograd(
     eps_root: added inside the square root, >= 0.
     weight_decay: :math:`\lambda` >= 0, or a schedule of the step count.
     mu_dtype: dtype of the first moment (None: the parameters' dtype).
+    mask: pytree or callable selecting the parameters that decay (None:
+      all).
 
   Returns:
     An `optax.GradientTransformation`; its ``update`` needs ``params``.
@@ -74,6 +79,7 @@ def scale_by_novograd(
   v.check_non_negative('eps', eps)
   v.check_non_negative('eps_root', eps_root)
   v.check_weight_decay(weight_decay)
+  v.check_float_dtype('mu_dtype', mu_dtype)
 
   def init_fn(params):
     return optax.ScaleByNovogradState(
@@ -90,16 +96,24 @@ def scale_by_novograd(
     )
     first = state.count == 0
 
-    def layer(g, p, m, n):
+    def layer(g, p, m, n, decays):
       sq_norm = jnp.sum(jnp.square(g.astype(jnp.float32)))
       n = jnp.where(first, sq_norm, b2 * n + (1 - b2) * sq_norm)
-      new_m = b1 * m + (g / (jnp.sqrt(n + eps_root) + eps) + decay * p)
-      return new_m.astype(m.dtype), n
+      step = g / (jnp.sqrt(n + eps_root) + eps)
+      if decays:
+        step = step + decay * p
+      return (b1 * m + step).astype(m.dtype), n
 
-    new = jax.tree.map(layer, updates, params, state.mu, state.nu)
-    mu = jax.tree.map(lambda _, o: o[0], updates, new)
-    nu = jax.tree.map(lambda _, o: o[1], updates, new)
-    out = jax.tree.map(lambda m, g: m.astype(g.dtype), mu, updates)
+    new = jax.tree.map(
+      layer,
+      updates,
+      params,
+      state.mu,
+      state.nu,
+      tree_utils.full_mask(mask, params),
+    )
+    mu, nu = tree_utils.unzip(new, updates, 2)
+    out = optax.tree.cast_like(mu, updates)
     count = optax.safe_increment(state.count)
     return out, optax.ScaleByNovogradState(count=count, mu=mu, nu=nu)
 
@@ -114,6 +128,7 @@ def novograd(
   eps_root: jax.typing.ArrayLike = 1e-8,
   weight_decay: optax.ScalarOrSchedule = 0.0,
   mu_dtype: Any | None = None,
+  mask: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""NovoGrad (Ginsburg et al., 2019), with a schedulable weight decay.
 
@@ -145,6 +160,8 @@ def novograd(
     weight_decay: decay :math:`\lambda` >= 0 added to the normalized
       gradient, or a schedule of the step count.
     mu_dtype: dtype of the first moment (None: the parameters' dtype).
+    mask: pytree or callable selecting the parameters that decay (None:
+      all).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -164,6 +181,6 @@ def novograd(
   """
   v.check_learning_rate(learning_rate)
   return optax.chain(
-    scale_by_novograd(b1, b2, eps, eps_root, weight_decay, mu_dtype),
+    scale_by_novograd(b1, b2, eps, eps_root, weight_decay, mu_dtype, mask),
     optax.scale_by_learning_rate(learning_rate),
   )

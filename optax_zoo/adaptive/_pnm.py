@@ -65,9 +65,10 @@ class AdaPNMState(NamedTuple):
   nu_max: optax.Updates | None
 
 
-def _check_pn_args(b1, b0):
+def _check_pn_args(b1, b0, mu_dtype):
   v.check_betas(b1=b1)
   v.check_non_negative('b0', b0)
+  v.check_float_dtype('mu_dtype', mu_dtype)
 
 
 def _init_pn_buffers(params, mu_dtype):
@@ -107,6 +108,7 @@ def _with_weight_decay(
   transform: optax.GradientTransformation,
   learning_rate: optax.ScalarOrSchedule,
   weight_decay: jax.typing.ArrayLike,
+  mask: Any | None,
   decoupled: bool,
 ) -> optax.GradientTransformation:
   """Weight decay as the official code does it, then the learning rate.
@@ -114,7 +116,7 @@ def _with_weight_decay(
   Decoupled: theta <- (1 - lr * wd) theta - lr * u; otherwise L2, added to
   the gradient before ``transform``.
   """
-  decay = optax.add_decayed_weights(weight_decay)
+  decay = optax.add_decayed_weights(weight_decay, mask)
   steps = (transform, decay) if decoupled else (decay, transform)
   return optax.chain(*steps, optax.scale_by_learning_rate(learning_rate))
 
@@ -168,7 +170,7 @@ def scale_by_pnm(
     2021; reference code zeke-xie/Positive-Negative-Momentum,
     ``pnm_optim/pnm.py``.
   """
-  _check_pn_args(b1, b0)
+  _check_pn_args(b1, b0, mu_dtype)
 
   def init_fn(params):
     mu_odd, mu_even = _init_pn_buffers(params, mu_dtype)
@@ -190,6 +192,7 @@ def pnm(
   b1: jax.typing.ArrayLike = 0.9,
   b0: jax.typing.ArrayLike = 1.0,
   weight_decay: jax.typing.ArrayLike = 0.0,
+  mask: Any | None = None,
   *,
   decoupled: bool = True,
   mu_dtype: Any | None = None,
@@ -207,6 +210,8 @@ def pnm(
     b1: momentum decay, in [0, 1); each buffer decays by :math:`\beta_1^2`.
     b0: positive-negative mixing coefficient :math:`\beta_0`, >= 0.
     weight_decay: :math:`\lambda`, >= 0.
+    mask: pytree or callable selecting the parameters that decay (None:
+      all).
     decoupled: decoupled weight decay (scaled by the full learning rate, as
       the official code and PyTorch do) or, if False, L2 regularization.
     mu_dtype: dtype of the momentum buffers (None: the params' dtype).
@@ -236,6 +241,7 @@ def pnm(
     scale_by_pnm(b1, b0, mu_dtype=mu_dtype),
     learning_rate,
     weight_decay,
+    mask,
     decoupled,
   )
 
@@ -295,7 +301,7 @@ def scale_by_adapnm(
   :math:`10^{-15}` under the root: it matches ours at ``eps=0`` and
   gradients well above :math:`10^{-7}`.
   """
-  _check_pn_args(b1, b0)
+  _check_pn_args(b1, b0, mu_dtype)
   v.check_betas(b2=b2)
   v.check_non_negative('eps', eps)
   v.check_choice('amsgrad', amsgrad, (True, False))
@@ -339,6 +345,7 @@ def adapnm(
   b0: jax.typing.ArrayLike = 1.0,
   eps: jax.typing.ArrayLike = 1e-8,
   weight_decay: jax.typing.ArrayLike = 0.0,
+  mask: Any | None = None,
   *,
   amsgrad: bool = True,
   decoupled: bool = True,
@@ -359,6 +366,8 @@ def adapnm(
     b0: positive-negative mixing coefficient :math:`\beta_0`, >= 0.
     eps: added to the bias-corrected root of the second moment, >= 0.
     weight_decay: :math:`\lambda`, >= 0.
+    mask: pytree or callable selecting the parameters that decay (None:
+      all).
     amsgrad: use the running maximum of the second moment.
     decoupled: decoupled weight decay (scaled by the full learning rate, as
       the official code and PyTorch do) or, if False, L2 regularization.
@@ -391,5 +400,6 @@ def adapnm(
     scale_by_adapnm(b1, b2, b0, eps, amsgrad=amsgrad, mu_dtype=mu_dtype),
     learning_rate,
     weight_decay,
+    mask,
     decoupled,
   )

@@ -139,6 +139,7 @@ def scale_by_radam(
   v.check_non_negative('eps_root', eps_root)
   # r_t is not real below rho_t = 4.
   v.check_in_range('threshold', threshold, 4.0, math.inf)
+  v.check_float_dtype('mu_dtype', mu_dtype)
 
   def init_fn(params):
     return optax.ScaleByAdamState(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from optax_zoo import adaptive
 from optax_zoo._src.method_info import BAD_ADAM_KWARGS, MethodInfo, paper
 
@@ -18,6 +20,8 @@ _SIGNSGD = paper(
   '1802.04434',
 )
 _BAD_LR = ({'learning_rate': -1.0},)
+# An integer moment would round every step away; it must fail at construction.
+_BAD_MU = {'mu_dtype': jnp.int32}
 
 ENTRIES = (
   MethodInfo(
@@ -28,7 +32,7 @@ ENTRIES = (
     reference='optax.adam',
     state_copies=2,
     learning_rate=0.01,
-    invalid_kwargs=BAD_ADAM_KWARGS,
+    invalid_kwargs=(*BAD_ADAM_KWARGS, _BAD_MU),
     parity='5.0e-6 (torch Adam)',
   ),
   MethodInfo(
@@ -62,6 +66,7 @@ ENTRIES = (
       *BAD_ADAM_KWARGS,
       {'weight_decay': -1e-4},
       {'schedule_multiplier': -1.0},
+      _BAD_MU,
     ),
     deviations=(
       'default is the optax/PyTorch form (decay scaled by the full learning '
@@ -86,7 +91,12 @@ ENTRIES = (
     ),
     state_copies=2,
     learning_rate=0.03,
-    invalid_kwargs=(*BAD_ADAM_KWARGS, {'threshold': -1.0}, {'threshold': 3.0}),
+    invalid_kwargs=(
+      *BAD_ADAM_KWARGS,
+      {'threshold': -1.0},
+      {'threshold': 3.0},
+      _BAD_MU,
+    ),
     deviations=(
       'rho_t computed without float32 cancellation (optax.radam is off by '
       '1.2% at b2=0.999, up to 50% at 0.9999); steps below the threshold '
@@ -103,7 +113,7 @@ ENTRIES = (
     reference='optax.nadam',
     state_copies=2,
     learning_rate=0.03,
-    invalid_kwargs=BAD_ADAM_KWARGS,
+    invalid_kwargs=(*BAD_ADAM_KWARGS, _BAD_MU),
   ),
   MethodInfo(
     name='adafactor',
@@ -126,6 +136,7 @@ ENTRIES = (
       {'decay_rate': 1.5},
       {'clipping_threshold': 0.0},
       {'min_dim_size_to_factor': 0},
+      {'dtype_momentum': jnp.int32},
     ),
     static_args=('min_dim_size_to_factor',),
     deviations=(
@@ -153,7 +164,11 @@ ENTRIES = (
     ),
     state_copies=1,
     learning_rate=0.03,
-    invalid_kwargs=(*BAD_ADAM_KWARGS, {'weight_decay': -1.0}),
+    invalid_kwargs=(
+      *BAD_ADAM_KWARGS,
+      {'weight_decay': -1.0},
+      _BAD_MU,
+    ),
     deviations=(
       "the reference code's defaults (b1=0.95, b2=0.98, eps_root=1e-8), not "
       "optax's; no grad_averaging option"
@@ -230,6 +245,7 @@ ENTRIES = (
       {'b3': -0.5},
       {'eps': -1.0},
       {'weight_decay': -1.0},
+      _BAD_MU,
     ),
     deviations=(
       'betas are decay rates (paper beta = 1 - b); no built-in max_grad_norm; '
@@ -255,6 +271,7 @@ ENTRIES = (
       {'learning_rate': -1.0},
       {'momentum': 1.5},
       {'momentum': None, 'nesterov': True},
+      {'accumulator_dtype': jnp.int32},
     ),
     parity='1.3e-7 (torch SGD)',
   ),
@@ -276,7 +293,11 @@ ENTRIES = (
     reference='optax.signum',
     state_copies=1,
     learning_rate=0.003,
-    invalid_kwargs=({'learning_rate': -1.0}, {'beta': 1.0}),
+    invalid_kwargs=(
+      {'learning_rate': -1.0},
+      {'beta': 1.0},
+      {'accumulator_dtype': jnp.int32},
+    ),
   ),
   MethodInfo(
     name='diffgrad',
@@ -294,7 +315,11 @@ ENTRIES = (
     ),
     state_copies=3,
     learning_rate=0.03,
-    invalid_kwargs=(*BAD_ADAM_KWARGS, {'weight_decay': -1e-4}),
+    invalid_kwargs=(
+      *BAD_ADAM_KWARGS,
+      {'weight_decay': -1e-4},
+      _BAD_MU,
+    ),
     deviations=(
       'official code: eps added to the uncorrected root (paper: to the '
       'bias-corrected root); L2 weight decay as the official code'
@@ -324,6 +349,7 @@ ENTRIES = (
       {'b0': -0.5},
       {'weight_decay': -1e-4},
       {'decoupled': 'yes'},
+      _BAD_MU,
     ),
     static_args=('decoupled',),
     parity='6.2e-7',
@@ -350,6 +376,7 @@ ENTRIES = (
       {'b0': -0.5},
       {'weight_decay': -1e-4},
       {'amsgrad': 'yes'},
+      _BAD_MU,
     ),
     static_args=('amsgrad', 'decoupled'),
     parity='5.3e-6',
@@ -383,6 +410,7 @@ ENTRIES = (
       *BAD_ADAM_KWARGS,
       {'eps_root': -1.0},
       {'weight_decay': -1.0},
+      _BAD_MU,
     ),
     deviations=(
       "the official class's rectify, amsgrad, momentum_update and "
@@ -409,6 +437,7 @@ ENTRIES = (
       *BAD_ADAM_KWARGS,
       {'weight_decay': -1.0},
       {'clip_bound': 0.0},
+      _BAD_MU,
     ),
     deviations=(
       'no bias correction (as the reference); clip_bound defaults to the '
@@ -433,7 +462,12 @@ ENTRIES = (
     ),
     state_copies=3,
     learning_rate=0.03,
-    invalid_kwargs=(*BAD_ADAM_KWARGS, {'mu': 1.0}, {'weight_decay': -1.0}),
+    invalid_kwargs=(
+      *BAD_ADAM_KWARGS,
+      {'mu': 1.0},
+      {'weight_decay': -1.0},
+      _BAD_MU,
+    ),
     deviations=(
       'normalized moments (the MXNet form of the official code); its '
       'built-in lookahead (nLA) left to optax_zoo.lookahead'
@@ -517,7 +551,11 @@ ENTRIES = (
     ),
     state_copies=2,
     learning_rate=0.001,
-    invalid_kwargs=(*BAD_ADAM_KWARGS, {'weight_decay': -1.0}),
+    invalid_kwargs=(
+      *BAD_ADAM_KWARGS,
+      {'weight_decay': -1.0},
+      _BAD_MU,
+    ),
     parity='3.4e-6',
   ),
   MethodInfo(

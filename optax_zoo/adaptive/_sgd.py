@@ -54,4 +54,5 @@ def sgd(
     v.check_in_range('momentum', momentum, 0.0, 1.0)
   elif nesterov:
     raise ValueError('`nesterov=True` needs a `momentum`, got momentum=None.')
+  v.check_float_dtype('accumulator_dtype', accumulator_dtype)
   return optax.sgd(learning_rate, momentum, nesterov, accumulator_dtype)

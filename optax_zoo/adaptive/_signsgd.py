@@ -93,6 +93,7 @@ def scale_by_generalized_signsgd(
   """
   v.check_betas(b1=b1, b2=b2)
   v.check_non_negative('eps', eps)
+  v.check_float_dtype('mu_dtype', mu_dtype)
 
   def init_fn(params):
     return GeneralizedSignSGDState(
@@ -136,6 +137,7 @@ def generalized_signsgd(
   b2: jax.typing.ArrayLike = 0.999,
   eps: jax.typing.ArrayLike = 1e-8,
   weight_decay: jax.typing.ArrayLike = 0.0,
+  mask: Any | None = None,
   *,
   bias_correction: bool = False,
   mu_dtype: Any | None = None,
@@ -157,6 +159,8 @@ def generalized_signsgd(
     b2: decay of the squared-momentum average, in [0, 1).
     eps: added to the root of the second moment, >= 0.
     weight_decay: :math:`\lambda`, L2 (coupled) weight decay, >= 0.
+    mask: pytree or callable selecting the parameters that decay (None:
+      all).
     bias_correction: bias-correct both moments.
     mu_dtype: dtype of the momentum (None: the params' dtype).
 
@@ -183,7 +187,7 @@ def generalized_signsgd(
   v.check_learning_rate(learning_rate)
   v.check_weight_decay(weight_decay)
   return optax.chain(
-    optax.add_decayed_weights(weight_decay),
+    optax.add_decayed_weights(weight_decay, mask),
     scale_by_generalized_signsgd(
       b1, b2, eps, bias_correction=bias_correction, mu_dtype=mu_dtype
     ),
@@ -248,4 +252,5 @@ def signum(
   """
   v.check_learning_rate(learning_rate)
   v.check_in_range('beta', beta, 0.0, 1.0)
+  v.check_float_dtype('accumulator_dtype', accumulator_dtype)
   return optax.signum(learning_rate, beta, accumulator_dtype)

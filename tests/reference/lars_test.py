@@ -129,7 +129,7 @@ def test_matches_paper_algorithm_1(config):
   if trusted is not None:
     config['trust_ratio_mask'] = {k: k in trusted for k in params}
   if decayed is not None:
-    config['weight_decay_mask'] = {k: k in decayed for k in params}
+    config['mask'] = {k: k in decayed for k in params}
   worst = parity.run_parity(
     optax_zoo.lars(lr, **config),
     ref,
@@ -178,7 +178,7 @@ def test_matches_pytorch_optimizer_on_rank_two_arrays(nesterov):
   tx = optax_zoo.lars(
     0.1,
     weight_decay=1e-2,
-    weight_decay_mask=_rank_two,
+    mask=_rank_two,
     trust_coefficient=0.5,
     trust_ratio_mask=_rank_two,
     nesterov=nesterov,
