@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import optax_zoo
+from tests.reference import parity
 
 
 @pytest.mark.parametrize('inner', ['sgd', 'adam'])
@@ -44,3 +45,4 @@ def test_lookahead_matches_pytorch_optimizer(inner):
     opt.step()
     worst = max(worst, np.max(np.abs(np.asarray(params) - w.detach().numpy())))
   assert worst < 1e-5, worst
+  parity.assert_within_registered('lookahead', worst, 'pytorch-optimizer')

@@ -9,6 +9,7 @@ from flax import nnx
 
 import optax_zoo
 from optax_zoo._src import test_utils as tu
+from tests.reference import parity
 
 
 def _params():
@@ -68,6 +69,9 @@ def test_swa_matches_torch_averaged_model():
   for k in ours:
     ref = averaged.module[k].detach().numpy()
     np.testing.assert_allclose(ours[k], ref, rtol=1e-6, atol=1e-6)
+  theirs = {k: averaged.module[k].detach().numpy() for k in ours}
+  measured = parity.relative_deviation(ours, theirs)
+  parity.assert_within_registered('swa', measured, 'torch AveragedModel')
 
 
 def test_periodic_swa_restarts_from_the_period_average():

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import optax_zoo
+from tests.reference import parity
 
 RANK = 4
 
@@ -77,6 +78,13 @@ def test_moments_and_deviations_match_the_reference():
   np.testing.assert_allclose(_flat(state.mean), ref.mean, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(
     _flat(state.sq_mean), ref.sq_mean, rtol=1e-5, atol=1e-6
+  )
+  measured = max(
+    parity.relative_deviation(_flat(state.mean), ref.mean),
+    parity.relative_deviation(_flat(state.sq_mean), ref.sq_mean),
+  )
+  parity.assert_within_registered(
+    'swag', measured, 'moments, NumPy transcription'
   )
   # Our ring buffer holds the same last RANK columns in another order.
   cols = np.stack(

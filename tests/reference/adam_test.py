@@ -33,3 +33,4 @@ def test_matches_torch(name, kwargs):
     steps=150,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered(name, worst)

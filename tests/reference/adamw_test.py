@@ -85,6 +85,8 @@ def test_default_form_is_optax_adamw_bit_for_bit(kwargs):
   theirs, theirs_state = _run(optax.adamw(lr, **kwargs))
   jax.tree.map(np.testing.assert_array_equal, ours, theirs)
   jax.tree.map(np.testing.assert_array_equal, ours_state, theirs_state)
+  worst = parity.relative_deviation(ours, theirs)
+  parity.assert_within_registered('adamw', worst, 'optax.adamw')
 
 
 @pytest.mark.parametrize(
@@ -113,6 +115,7 @@ def test_default_form_matches_torch(kwargs):
   )
   print(f'adamw vs torch {kwargs}: worst relative deviation {worst:.3g}')
   parity.assert_parity(worst)
+  parity.assert_within_registered('adamw', worst, 'torch AdamW')
 
 
 @pytest.mark.parametrize(
@@ -140,6 +143,7 @@ def test_paper_form_matches_algorithm_2(kwargs):
   )
   print(f'adamw paper form {kwargs}: worst relative deviation {worst:.3g}')
   parity.assert_parity(worst)
+  parity.assert_within_registered('adamw', worst, 'Algorithm 2')
 
 
 def test_paper_form_decay_does_not_scale_with_the_learning_rate():

@@ -105,6 +105,7 @@ def test_matches_the_official_code(ours, theirs):
     steps=150,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('arsg', worst)
 
 
 def test_mu_zero_is_amsgrad_without_bias_correction():

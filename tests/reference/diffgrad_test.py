@@ -73,6 +73,7 @@ def test_matches_official_code(config):
   kwargs = CONFIGS[config]
   worst = _parity(OfficialDiffGrad(params, LR, **kwargs), params, **kwargs)
   parity.assert_parity(worst)
+  parity.assert_within_registered('diffgrad', worst)
 
 
 @pytest.mark.parametrize('config', sorted(CONFIGS))
@@ -95,7 +96,9 @@ def test_matches_pytorch_optimizer(config):
       weight_decouple=False,
     ),
   )
-  parity.assert_parity(_parity(reference, params, **kwargs))
+  worst = _parity(reference, params, **kwargs)
+  parity.assert_parity(worst)
+  parity.assert_within_registered('diffgrad', worst)
 
 
 def test_eps_placement_matches_official_code():
@@ -111,6 +114,7 @@ def test_eps_placement_matches_official_code():
     steps=30,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('diffgrad', worst)
 
 
 def test_friction_halves_a_steady_gradient():

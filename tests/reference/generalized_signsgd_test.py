@@ -89,6 +89,7 @@ def test_matches_algorithm_1(lr, ours, theirs):
     steps=150,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('generalized_signsgd', worst)
 
 
 def _updates(tx, grads):

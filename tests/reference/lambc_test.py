@@ -87,6 +87,7 @@ def test_matches_official_code(config):
     f'(clipped {ref.clipped}, unclipped {ref.unclipped} layer-steps)'
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('lambc', worst)
   assert ref.clipped > 0 and ref.unclipped > 0  # both branches exercised
 
 
@@ -101,6 +102,7 @@ def test_unbounded_clip_is_the_reference_lamb():
   )
   print(f'lambc without clip: worst relative deviation {worst:.3g}')
   parity.assert_parity(worst)
+  parity.assert_within_registered('lambc', worst)
 
 
 def test_zero_norm_layer_gets_ratio_one_then_clip():

@@ -9,6 +9,7 @@ parameters, so that both follow their own trajectory.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+import optax_zoo
 
 Params = dict[str, np.ndarray]
 GradFn = Callable[[int, Params], Params]
@@ -120,9 +123,7 @@ def run_parity(
 ) -> float:
   """Runs both for ``steps`` steps; returns the worst relative deviation.
 
-  The deviation of a step is ``max |ours - ref| / max |ref|`` over all
-  parameter entries together (the infinity-norm relative error, so that an
-  entry crossing zero does not blow it up).
+  The deviation of a step is `relative_deviation` of the parameters.
 
   Args:
     tx: our transform.
@@ -149,24 +150,97 @@ def run_parity(
     ours = optax.apply_updates(ours, updates)
     ref_kwargs = reference_kwargs_fn(t, theirs) if reference_kwargs_fn else {}
     theirs = reference.step(grad_fn(t, theirs), **ref_kwargs)
-    a = np.concatenate([np.ravel(ours[k]) for k in sorted(theirs)])
-    b = np.concatenate([np.ravel(theirs[k]) for k in sorted(theirs)])
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+    if not all(
+      np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves((ours, theirs))
+    ):
       raise AssertionError(f'step {t}: non-finite parameters')
-    worst = max(worst, float(np.max(np.abs(a - b)) / np.max(np.abs(b))))
+    worst = max(worst, relative_deviation(ours, theirs))
   return worst
+
+
+def relative_deviation(ours: Any, theirs: Any) -> float:
+  """``max |ours - theirs| / max |theirs|`` over all entries of two trees.
+
+  The infinity-norm relative error of the whole tree, so that an entry
+  crossing zero does not blow it up; the figure the registry records.
+  """
+  a, b = (
+    np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in leaves])
+    for leaves in (jax.tree.leaves(ours), jax.tree.leaves(theirs))
+  )
+  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
 def assert_parity(worst: float, rtol: float = 1e-5) -> None:
   assert worst <= rtol, f'worst relative deviation {worst:.3g} > {rtol:.0e}'
 
 
+# One figure of a registry `parity` string: a number, then an optional
+# parenthesized label (which may itself hold commas), then a comma or the end.
+_FIGURE = re.compile(
+  r'\s*(?P<value>[0-9][0-9.]*(?:e[-+]?[0-9]+)?)'
+  r'(?:\s*\((?P<label>[^)]*)\))?\s*(?:,|$)'
+)
+
+
+def registered_figures(name: str) -> dict[str | None, str]:
+  """The figures of `name`'s registry ``parity`` string, by label.
+
+  ``'0 (optax.adamw), 6.8e-6 (torch AdamW)'`` gives ``{'optax.adamw': '0',
+  'torch AdamW': '6.8e-6'}``; an unlabelled figure is under None.
+  """
+  text = optax_zoo.get(name).parity
+  figures, pos = {}, 0
+  while pos < len(text):
+    match = _FIGURE.match(text, pos)
+    if match is None or match.end() == pos:
+      raise ValueError(f'{name}: cannot parse parity {text!r} at {pos}')
+    figures[match['label']] = match['value']
+    pos = match.end()
+  if not figures:
+    raise ValueError(f'{name} registers no parity figure')
+  return figures
+
+
+def assert_within_registered(
+  name: str, measured: float, label: str | None = None
+) -> None:
+  """Asserts that a measured deviation is within the one the registry shows.
+
+  The registry's ``parity`` strings feed the README's table; this keeps the
+  table honest as the code changes.
+
+  Args:
+    name: the registry name.
+    measured: the deviation a parity test measured (`run_parity`).
+    label: which figure, where the method registers several (the text in
+      parentheses, e.g. ``'torch AdamW'``); None for a single figure.
+  """
+  figures = registered_figures(name)
+  if label is None and len(figures) == 1:
+    label = next(iter(figures))
+  if label not in figures:
+    raise AssertionError(
+      f'{name}: no registered parity figure labelled {label!r} in '
+      f'{optax_zoo.get(name).parity!r}'
+    )
+  registered = figures[label]
+  what = name if label is None else f'{name} ({label})'
+  print(f'{what}: measured {measured:.3g}, registered {registered}')
+  assert measured <= float(registered), (
+    f'{what}: measured parity deviation {measured:.3g} exceeds the '
+    f'registered {registered}'
+  )
+
+
 __all__: Sequence[str] = (
   'TorchReference',
   'assert_parity',
+  'assert_within_registered',
   'initial_params',
   'noisy_quadratic_grads',
+  'registered_figures',
+  'relative_deviation',
   'run_parity',
   'tiny_noise_grads',
   'zeros_like',

@@ -156,6 +156,7 @@ def test_pnm_matches_official_code(config):
     optax_zoo.pnm(PNM_LR, **kwargs), _official(False, PNM_LR, kwargs)
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('pnm', worst)
 
 
 @pytest.mark.parametrize('config', sorted(PNM_CONFIGS))
@@ -164,7 +165,9 @@ def test_pnm_matches_pytorch_optimizer(config):
   pytorch_optimizer = pytest.importorskip('pytorch_optimizer')
   kwargs = PNM_CONFIGS[config]
   reference = _torch(pytorch_optimizer.PNM, kwargs, PNM_LR, adaptive=False)
-  parity.assert_parity(_parity(optax_zoo.pnm(PNM_LR, **kwargs), reference))
+  worst = _parity(optax_zoo.pnm(PNM_LR, **kwargs), reference)
+  parity.assert_parity(worst)
+  parity.assert_within_registered('pnm', worst)
 
 
 @pytest.mark.parametrize('config', sorted(ADAPNM_CONFIGS))
@@ -174,6 +177,7 @@ def test_adapnm_matches_official_code(config):
     optax_zoo.adapnm(ADAPNM_LR, **kwargs), _official(True, ADAPNM_LR, kwargs)
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('adapnm', worst)
 
 
 @pytest.mark.parametrize('config', sorted(ADAPNM_CONFIGS))
@@ -187,6 +191,7 @@ def test_adapnm_matches_pytorch_optimizer_at_zero_eps(config):
   reference = _torch(pytorch_optimizer.AdaPNM, kwargs, ADAPNM_LR, adaptive=True)
   worst = _parity(optax_zoo.adapnm(ADAPNM_LR, **kwargs), reference)
   parity.assert_parity(worst)
+  parity.assert_within_registered('adapnm', worst)
 
 
 @pytest.mark.parametrize('amsgrad', [True, False])
@@ -204,6 +209,7 @@ def test_adapnm_eps_placement_matches_official_code(amsgrad):
     steps=30,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('adapnm', worst)
 
 
 def test_odd_and_even_steps_update_their_own_buffer_in_a_fixed_layout():

@@ -95,6 +95,7 @@ def test_matches_authors_code(kwargs):
     steps=150,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('radam', worst)
 
 
 # Measured: default 6.3e-8; b1=0.8, b2=0.99, eps=1e-6 2.1e-7.
@@ -119,6 +120,7 @@ def test_matches_torch(kwargs):
     steps=150,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('radam', worst)
 
 
 # Measured 6.3e-8. pytorch-optimizer's default (degenerated_to_sgd=False)
@@ -139,6 +141,7 @@ def test_matches_pytorch_optimizer_degenerated_to_sgd():
     steps=150,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('radam', worst)
 
 
 @pytest.mark.parametrize('threshold, sgd_steps', [(5.0, 5), (4.0, 4)])

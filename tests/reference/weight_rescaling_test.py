@@ -83,6 +83,7 @@ def test_matches_the_statement(ours, mask, theirs):
     steps=150,
   )
   parity.assert_parity(worst)
+  parity.assert_within_registered('weight_rescaling', worst)
 
 
 def _train(tx, steps):
