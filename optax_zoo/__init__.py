@@ -7,6 +7,9 @@ the method subpackages' ``__all__`` (so it cannot drift from them) and the
 registry's functions.
 """
 
+import importlib
+from typing import Any
+
 from optax_zoo import adaptive, averaging, schedules
 from optax_zoo.adaptive import *  # noqa: F403
 from optax_zoo.averaging import *  # noqa: F403
@@ -34,3 +37,19 @@ __all__ = sorted(
     'schedules',
   }
 )
+
+# Imported on first use: `training` and `analysis` pull in Flax models, data
+# and plotting helpers that using one optimizer does not need (and
+# `training` imports `averaging`, so importing it here eagerly would be
+# circular while this package initializes).
+_LAZY_SUBPACKAGES = ('analysis', 'training')
+
+
+def __getattr__(name: str) -> Any:
+  if name in _LAZY_SUBPACKAGES:
+    return importlib.import_module(f'optax_zoo.{name}')
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__() -> list[str]:
+  return sorted({*globals(), *_LAZY_SUBPACKAGES})

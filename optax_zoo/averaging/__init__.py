@@ -1,6 +1,6 @@
 """Lookahead, weight averaging and ensembles, with `eval_params`."""
 
-from optax_zoo.averaging._batch_stats import update_batch_stats
+from optax_zoo.averaging._batch_stats import eval_model, update_batch_stats
 from optax_zoo.averaging._curves import (
   curve_loss_fn,
   curve_point,
@@ -15,7 +15,12 @@ from optax_zoo.averaging._gadam import (
   scale_by_padam,
 )
 from optax_zoo.averaging._lookahead import LookaheadState, lookahead
-from optax_zoo.averaging._swa import SWAState, periodic_swa, swa
+from optax_zoo.averaging._swa import (
+  PeriodicSWAState,
+  SWAState,
+  periodic_swa,
+  swa,
+)
 from optax_zoo.averaging._swag import (
   SWAGState,
   bayesian_model_average,
@@ -27,11 +32,13 @@ __all__ = [
   'FGEState',
   'LookaheadState',
   'PadamState',
+  'PeriodicSWAState',
   'SWAGState',
   'SWAState',
   'bayesian_model_average',
   'curve_loss_fn',
   'curve_point',
+  'eval_model',
   'eval_params',
   'evaluate_curve',
   'fge',

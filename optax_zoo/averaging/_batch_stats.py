@@ -9,7 +9,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-__all__ = ['update_batch_stats']
+from optax_zoo.averaging._eval_params import eval_params
+
+__all__ = ['eval_model', 'update_batch_stats']
 
 
 def _batch_norms(model: nnx.Module) -> list[nnx.BatchNorm]:
@@ -85,5 +87,54 @@ def update_batch_stats(
     bn.mean[...] = mean / count
     bn.var[...] = var / count
     bn.momentum = momentum
+  twin.eval()
+  return twin
+
+
+def eval_model(
+  optimizer: Any,
+  model: nnx.Module,
+  batches: Iterable[jax.Array] | None = None,
+) -> nnx.Module:
+  """A copy of ``model`` with the weights to evaluate, ready to evaluate.
+
+  The one evaluation path for Flax NNX: the weights are
+  ``optax_zoo.eval_params(optimizer, model)`` (the SWA mean, the lookahead
+  slow weights, ... or the model's own where nothing averages); given
+  ``batches``, BatchNorm's statistics are recomputed for them as in
+  `update_batch_stats`. Averaged weights never produced the statistics
+  stored in the model, so pass training batches whenever the model has
+  BatchNorm. The input model is not changed.
+
+  Args:
+    optimizer: the `nnx.Optimizer` (or its ``opt_state``, for a
+      ``wrt=nnx.Param`` optimizer).
+    model: the trained model.
+    batches: an iterable of training inputs (no labels) for BatchNorm, or
+      None to keep the stored statistics.
+
+  Returns:
+    A new module in eval mode.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_zoo
+    >>> from flax import nnx
+    >>> rngs = nnx.Rngs(0)
+    >>> model = nnx.Sequential(
+    ...   nnx.Linear(3, 4, rngs=rngs), nnx.BatchNorm(4, rngs=rngs))
+    >>> opt = nnx.Optimizer(
+    ...   model, optax_zoo.swa(optax.sgd(0.1), start_step=0), wrt=nnx.Param)
+    >>> x = jax.random.normal(jax.random.key(0), (8, 3))
+    >>> for _ in range(3):
+    ...   _ = opt.update(model, nnx.grad(lambda m: jnp.sum(m(x) ** 3))(model))
+    >>> averaged = optax_zoo.eval_model(opt, model, [x, 2 * x])
+    >>> averaged(x).shape
+    (8, 4)
+  """
+  params = eval_params(optimizer, model)
+  if batches is not None:
+    return update_batch_stats(model, params, batches)
+  twin = nnx.clone(model)
+  nnx.update(twin, params)
   twin.eval()
   return twin
