@@ -51,12 +51,16 @@ class SWAGState(NamedTuple):
     """The SWA mean with ``params`` collected if due; else ``params``."""
     n, due = _tree.scalar(self.n_models), _tree.scalar(self.pending)
     return _tree.map_params(
-      lambda p, m: jnp.where(
-        (n > 0) | due, _collect(m, m, m, p, n, due, 1)[0], p
-      ),
+      lambda p, m: jnp.where((n > 0) | due, _mean(m, p, n, due), p),
       params,
       self.mean,
     )
+
+
+def _mean(m, theta, n, due):
+  """The first moment with ``theta`` collected where ``due``."""
+  w = (1.0 / (n + 1)).astype(m.dtype)
+  return jnp.where(due, m * (1 - w) + theta.astype(m.dtype) * w, m)
 
 
 def _collect(m, sq, dev, theta, n, due, rank):
@@ -67,7 +71,7 @@ def _collect(m, sq, dev, theta, n, due, rank):
   """
   theta = theta.astype(m.dtype)
   w = (1.0 / (n + 1)).astype(m.dtype)
-  new_m = m * (1 - w) + theta * w
+  new_m = _mean(m, theta, n, True)
   new_sq = sq * (1 - w) + jnp.square(theta) * w
   new_dev = dev.at[n % rank].set((theta - new_m).astype(dev.dtype))
   pick = lambda new, old: jnp.where(due, new, old).astype(old.dtype)
