@@ -4,14 +4,18 @@ Both variants need the minibatch loss and an estimate of its noise at every
 step, passed as extra update arguments::
 
   updates, state = tx.update(
-    grads, state, params, value=loss, value_variance=jnp.mean(losses**2)
+    grads, state, params, value=jnp.mean(losses),
+    value_sq_mean=jnp.mean(losses**2),
   )
 
-where ``losses`` are the per-example losses of the batch and ``loss`` their
-mean. ``value_variance`` is the spread of the per-example losses about the
-target loss 0, which is how the official training loop feeds the filter's
-measurement noise (``loss_var = mean(loss ** 2)``); it is not needed when the
-noise ``r`` is fixed.
+where ``losses`` are the per-example losses of the batch. ``value`` is their
+mean, a scalar. ``value_sq_mean`` is the mean of their *squares*: the spread
+of the per-example losses about the target loss 0, which is how the official
+training loop feeds the filter's measurement noise (``loss_var =
+mean(loss ** 2)``). It is not the variance about their mean
+(``jnp.var(losses)`` gives another, wrong filter), and it is not needed when
+the noise ``r`` is fixed. ``value_variance``, its former name, still works
+with a `DeprecationWarning`.
 
 Non-finite gradients or losses are not sanitized: they give NaN updates and a
 NaN state (the scalar covariance is shared by all leaves).
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -84,17 +89,46 @@ def _sq_norm(x: jax.Array) -> jax.Array:
   return jnp.sum(jnp.square(x.astype(jnp.float32)))
 
 
-def _measurement_noise(state_r, r, alpha_r, value_variance):
-  """The filter's R: fixed, or a moving average of ``value_variance``."""
+def _loss_arguments(method, value, value_sq_mean, value_variance):
+  """Checks the extra update arguments; resolves the deprecated name."""
+  call = (
+    'tx.update(grads, state, params, value=jnp.mean(losses), '
+    'value_sq_mean=jnp.mean(losses**2))'
+  )
+  if value is None:
+    raise ValueError(
+      f'{method} needs the extra update argument `value`, the batch loss '
+      f'(the mean of the per-example losses): {call}.'
+    )
+  if value_sq_mean is None and value_variance is not None:
+    warnings.warn(
+      f'{method}: `value_variance` is deprecated, pass `value_sq_mean`: the '
+      'mean of the squared per-example losses (not their variance).',
+      DeprecationWarning,
+      stacklevel=3,
+    )
+    value_sq_mean = value_variance
+  for name, x in (('value', value), ('value_sq_mean', value_sq_mean)):
+    if x is not None and jnp.ndim(x) != 0:
+      raise ValueError(
+        f'{method}: `{name}` must be a scalar, the mean over the batch, got '
+        f'shape {jnp.shape(x)}: {call}.'
+      )
+  return value, value_sq_mean
+
+
+def _measurement_noise(method, state_r, r, alpha_r, value_sq_mean):
+  """The filter's R: fixed, or a moving average of ``value_sq_mean``."""
   if r is not None:
     return jnp.asarray(r, jnp.float32)
-  if value_variance is None:
+  if value_sq_mean is None:
     raise ValueError(
-      'KOALA with r=None needs `value_variance` in update(): the mean of '
-      'the squared per-example losses.'
+      f'{method} with r=None needs the extra update argument '
+      '`value_sq_mean` in update(): the mean of the squared per-example '
+      'losses, jnp.mean(losses**2).'
     )
-  variance = jnp.asarray(value_variance, jnp.float32)
-  return alpha_r * state_r + (1 - alpha_r) * variance
+  sq_mean = jnp.asarray(value_sq_mean, jnp.float32)
+  return alpha_r * state_r + (1 - alpha_r) * sq_mean
 
 
 def _observe(grads, params, value, weight_decay):
@@ -157,7 +191,7 @@ def scale_by_koala_v(
     u_l = \frac{P_{k|k-1} (L_k + \tfrac\lambda2 \|x_l\|^2)}{S_l}\, g_l,\\
     P_k = P_{k|k-1} - P_{k|k-1}^2 \max_l \|\tilde g_l\|^2 / S_l.
 
-  :math:`V_k` is ``value_variance``; a fixed ``r`` replaces :math:`R_k`.
+  :math:`V_k` is ``value_sq_mean``; a fixed ``r`` replaces :math:`R_k`.
   Leaves with :math:`\|g_l\| < 10^{-9}` are skipped, as in the reference.
 
   Args:
@@ -169,9 +203,11 @@ def scale_by_koala_v(
     weight_decay: :math:`\lambda`, >= 0: L2 on the loss and in the gain.
 
   Returns:
-    An `optax.GradientTransformationExtraArgs` whose ``update`` takes
-    ``value`` (the minibatch loss) and ``value_variance`` (the mean squared
-    per-example loss; unused with a fixed ``r``).
+    An `optax.GradientTransformationExtraArgs` whose ``update`` takes the
+    extra arguments ``value`` (the batch loss, a scalar: the mean of the
+    per-example losses) and ``value_sq_mean`` (a scalar: the mean of the
+    squared per-example losses, not their variance; unused with a fixed
+    ``r``). A missing ``value`` or a non-scalar one raises a `ValueError`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax_zoo
@@ -208,12 +244,22 @@ def scale_by_koala_v(
     )
 
   def update_fn(
-    updates, state, params=None, *, value, value_variance=None, **extra_args
+    updates,
+    state,
+    params=None,
+    *,
+    value=None,
+    value_sq_mean=None,
+    value_variance=None,
+    **extra_args,
   ):
     del extra_args
     if params is None:
       raise ValueError('koala_v needs `params` in update().')
-    r_k = _measurement_noise(state.r, r, alpha_r, value_variance)
+    value, value_sq_mean = _loss_arguments(
+      'koala_v', value, value_sq_mean, value_variance
+    )
+    r_k = _measurement_noise('koala_v', state.r, r, alpha_r, value_sq_mean)
     sigma_k = state.sigma + q
     _, sq_norms, losses, active = _observe(updates, params, value, weight_decay)
     s, hh = _innovations(sq_norms, active, sigma_k, r_k)
@@ -260,8 +306,12 @@ def koala_v(
     weight_decay: L2 on the loss and in the gain, >= 0.
 
   Returns:
-    An `optax.GradientTransformationExtraArgs`; ``update`` takes ``value``
-    and ``value_variance`` (see the module docstring).
+    An `optax.GradientTransformationExtraArgs`; ``update`` takes the extra
+    arguments ``value``, the batch loss (the mean of the per-example losses,
+    a scalar), and ``value_sq_mean``, the mean of the squared per-example
+    losses (a scalar, not their variance; unused with a fixed ``r``):
+    ``tx.update(grads, state, params, value=jnp.mean(losses),
+    value_sq_mean=jnp.mean(losses**2))``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_zoo
@@ -272,7 +322,7 @@ def koala_v(
     >>> for _ in range(50):
     ...   loss, grads = jax.value_and_grad(loss_fn)(params)
     ...   updates, state = tx.update(
-    ...     grads, state, params, value=loss, value_variance=loss**2)
+    ...     grads, state, params, value=loss, value_sq_mean=loss**2)
     ...   params = optax.apply_updates(params, updates)
     >>> bool(loss_fn(params) < 1e-3)
     True
@@ -352,8 +402,9 @@ def scale_by_koala_m(
     mu_dtype: dtype of the velocities (None: the params' dtype).
 
   Returns:
-    An `optax.GradientTransformationExtraArgs` whose ``update`` takes
-    ``value`` and ``value_variance`` (see the module docstring).
+    An `optax.GradientTransformationExtraArgs` whose ``update`` takes the
+    extra arguments ``value`` and ``value_sq_mean`` (as
+    `scale_by_koala_v`).
 
   Example:
     >>> import jax.numpy as jnp, optax_zoo
@@ -421,15 +472,25 @@ def scale_by_koala_m(
     )
 
   def update_fn(
-    updates, state, params=None, *, value, value_variance=None, **extra_args
+    updates,
+    state,
+    params=None,
+    *,
+    value=None,
+    value_sq_mean=None,
+    value_variance=None,
+    **extra_args,
   ):
     del extra_args
     if params is None:
       raise ValueError('koala_m needs `params` in update().')
+    value, value_sq_mean = _loss_arguments(
+      'koala_m', value, value_sq_mean, value_variance
+    )
     lr = (
       learning_rate(state.count) if callable(learning_rate) else learning_rate
     )
-    r_k = _measurement_noise(state.r, r, alpha_r, value_variance)
+    r_k = _measurement_noise('koala_m', state.r, r, alpha_r, value_sq_mean)
     cov = state.cov
     decayed, sq_norms, losses, active = _observe(
       updates, params, value, weight_decay
@@ -508,8 +569,12 @@ def koala_m(
     mu_dtype: dtype of the velocities (None: the params' dtype).
 
   Returns:
-    An `optax.GradientTransformationExtraArgs`; ``update`` takes ``value``
-    and ``value_variance`` (see the module docstring).
+    An `optax.GradientTransformationExtraArgs`; ``update`` takes the extra
+    arguments ``value``, the batch loss (the mean of the per-example losses,
+    a scalar), and ``value_sq_mean``, the mean of the squared per-example
+    losses (a scalar, not their variance; unused with a fixed ``r``):
+    ``tx.update(grads, state, params, value=jnp.mean(losses),
+    value_sq_mean=jnp.mean(losses**2))``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_zoo
@@ -520,7 +585,7 @@ def koala_m(
     >>> for _ in range(50):
     ...   loss, grads = jax.value_and_grad(loss_fn)(params)
     ...   updates, state = tx.update(
-    ...     grads, state, params, value=loss, value_variance=loss**2)
+    ...     grads, state, params, value=loss, value_sq_mean=loss**2)
     ...   params = optax.apply_updates(params, updates)
     >>> bool(loss_fn(params) < 1e-3)
     True

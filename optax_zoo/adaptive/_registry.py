@@ -498,7 +498,7 @@ ENTRIES = (
       {'sigma': -1.0},
       {'q': -1.0},
     ),
-    extra_args=('value', 'value_variance'),
+    extra_args=('value', 'value_sq_mean'),
     parity='5.5e-7',
   ),
   MethodInfo(
@@ -528,7 +528,7 @@ ENTRIES = (
       {'qw': -1.0},
       {'qv': -1.0},
     ),
-    extra_args=('value', 'value_variance'),
+    extra_args=('value', 'value_sq_mean'),
     deviations=(
       'the learning rate is applied inside the filter (it scales the '
       'velocities); float32 covariance (float64 in the reference)'

@@ -35,11 +35,11 @@ class _KoalaReference:
     self.r_avg = self.alpha_r * self.r_avg + (1 - self.alpha_r) * loss_var
     return self.r_avg
 
-  def step(self, grads, value, value_variance, lr=None):
+  def step(self, grads, value, value_sq_mean, lr=None):
     if lr is not None:  # the official loop's `_adjust_learning_rate`
       self.lr = lr
     grads = {k: grads[k].astype(np.float64) for k in self.names}
-    self.update(grads, value, value_variance)
+    self.update(grads, value, value_sq_mean)
     self.predict()
     return dict(self.params)
 
@@ -159,7 +159,7 @@ def _grads_and_loss(zero_s_every_other_step=False):
     g = grad_fn(t, params)
     flat = np.concatenate([np.ravel(g[k]) for k in sorted(g)])
     value = 0.5 * np.mean(flat.astype(np.float64) ** 2)
-    return {'value': value, 'value_variance': 1.5 * value**2}
+    return {'value': value, 'value_sq_mean': 1.5 * value**2}
 
   def ours(t, params):
     return {k: jnp.float32(x) for k, x in loss_args(t, params).items()}
@@ -293,7 +293,7 @@ def test_learning_rate_schedule_is_the_official_step_multiplier(
 def test_online_noise_needs_the_loss_spread(name):
   tx = optax_zoo.create(name, learning_rate=1.0)
   params = jnp.ones(3)
-  with pytest.raises(ValueError, match='value_variance'):
+  with pytest.raises(ValueError, match=f'{name} with r=None.*value_sq_mean'):
     tx.update(params, tx.init(params), params, value=1.0)
   fixed = optax_zoo.create(name, learning_rate=1.0, r=1.0)
   updates, _ = fixed.update(params, fixed.init(params), params, value=1.0)
@@ -305,7 +305,7 @@ def test_nan_loss_is_not_hidden(name):
   tx = optax_zoo.create(name, learning_rate=1.0)
   params = jnp.ones(3)
   updates, _ = jax.jit(tx.update)(
-    params, tx.init(params), params, value=jnp.nan, value_variance=1.0
+    params, tx.init(params), params, value=jnp.nan, value_sq_mean=1.0
   )
   assert np.all(np.isnan(updates))
 
@@ -314,3 +314,33 @@ def test_covariance_must_be_positive_semidefinite():
   with pytest.raises(ValueError, match='`sc`'):
     optax_zoo.koala_m(1.0, sw=0.1, sv=0.1, sc=-0.2)
   optax_zoo.koala_m(1.0, sw=0.1, sv=0.1, sc=-0.1)
+
+
+@pytest.mark.parametrize('name', ['koala_v', 'koala_m'])
+def test_missing_or_per_example_value_raises_naming_it(name):
+  # Before: a missing `value` raised a raw TypeError about update_fn(), and
+  # per-example losses a broadcasting error.
+  tx = optax_zoo.create(name, learning_rate=1.0)
+  params, state = jnp.ones(3), tx.init(jnp.ones(3))
+  with pytest.raises(ValueError, match=f'{name} needs .*`value`'):
+    tx.update(params, state, params, value_sq_mean=1.0)
+  losses = jnp.array([0.5, 1.0, 2.0, 0.1])
+  with pytest.raises(ValueError, match=r'`value` must be a scalar.*\(4,\)'):
+    tx.update(params, state, params, value=losses, value_sq_mean=1.0)
+  with pytest.raises(ValueError, match='`value_sq_mean` must be a scalar'):
+    tx.update(params, state, params, value=1.0, value_sq_mean=losses**2)
+
+
+@pytest.mark.parametrize('name', ['koala_v', 'koala_m'])
+def test_value_variance_is_a_deprecated_alias_of_value_sq_mean(name):
+  tx = optax_zoo.create(name, learning_rate=1.0)
+  params, state = jnp.ones(3), tx.init(jnp.ones(3))
+  grads = jnp.array([0.3, -0.2, 0.1])
+  new, _ = tx.update(grads, state, params, value=1.0, value_sq_mean=2.0)
+  with pytest.warns(DeprecationWarning, match='value_sq_mean'):
+    old, _ = tx.update(grads, state, params, value=1.0, value_variance=2.0)
+  np.testing.assert_array_equal(old, new)
+  # The filter depends on it: another second moment gives another step.
+  other, _ = tx.update(grads, state, params, value=1.0, value_sq_mean=0.5)
+  assert not np.allclose(other, new)
+  assert optax_zoo.get(name).extra_args == ('value', 'value_sq_mean')
