@@ -9,11 +9,13 @@ average of ``fun(params, batch)`` over a list of batches.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 __all__ = ['ggn_vp', 'hvp']
@@ -105,9 +107,10 @@ class FlatOperator(NamedTuple):
   """A symmetric curvature operator on the flat parameter vector.
 
   Attributes:
-    matvec: ``matvec(operands, flat_v) -> flat (C v)``, a pure function to
-      call under jit; the arrays it needs come in ``operands`` rather than as
-      closed-over constants, so a data set is not baked into the program.
+    matvec: ``matvec(operands, flat_v) -> flat (C v)``, a pure, hashable
+      callable to pass to jit as a static argument; the arrays it needs come
+      in ``operands`` rather than as closed-over constants, so a data set is
+      not baked into the program.
     operands: the flat parameters and the batches.
     unravel: maps a flat vector back to the parameter pytree.
   """
@@ -170,66 +173,78 @@ def make_operator(
       mode, operands = 'stacked', (flat, weights, stacked)
     else:
       mode, operands = 'unrolled', (flat, weights, batches)
-  signature = (
+  layout = (
     jax.tree.structure(params),
     tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(params)),
   )
-  key = (fun, ggn_loss_fn, signature, mode)
-  if key not in _MATVECS:
-    # Checked once per cached operator: tracing ``fun`` costs as much as a
-    # few Hessian-vector products.
-    example = () if batches is None else (batches[0],)
-    out = jax.eval_shape(lambda p: fun(p, *example), params)
-    if ggn_loss_fn is None:
+  return FlatOperator(
+    _Matvec(fun, ggn_loss_fn, layout, mode), operands, unravel
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Matvec:
+  """``matvec(operands, flat_v)``, equal for equal functions and layouts.
+
+  The jitted loops take the matvec as a static argument, so jit's own cache
+  compiles once per distinct matvec: two operators of the same function on
+  parameters of the same layout compare and hash equal, and a second call
+  on new parameters or data skips compilation. Only hashable descriptions
+  are kept (no arrays, no closures over them), and jit's cache, not this
+  module, decides how long they live (``jax.clear_caches`` drops them).
+
+  Attributes:
+    fun: the loss, or the model with ``ggn_loss_fn``.
+    ggn_loss_fn: the loss of the model's outputs, or None for the Hessian.
+    layout: the parameters' tree structure and leaf shapes and dtypes.
+    mode: 'single', 'stacked' or 'unrolled' (see `make_operator`).
+  """
+
+  fun: Callable[..., Any]
+  ggn_loss_fn: Callable[..., jax.Array] | None
+  layout: tuple[Any, tuple[tuple[tuple[int, ...], Any], ...]]
+  mode: str
+
+  def _unravel(self) -> Callable[[jax.Array], Any]:
+    treedef, leaves = self.layout
+    zeros = [np.zeros(shape, dtype) for shape, dtype in leaves]
+    return ravel_pytree(jax.tree.unflatten(treedef, zeros))[1]
+
+  def _check(self, params: Any, *args) -> None:
+    # At trace time, so once per compilation: tracing ``fun`` costs as much
+    # as a few Hessian-vector products.
+    out = jax.eval_shape(self.fun, params, *args)
+    if self.ggn_loss_fn is None:
       _check_scalar(out, 'fun')
     else:
-      _check_scalar(
-        jax.eval_shape(lambda z: ggn_loss_fn(z, *example), out), 'ggn_loss_fn'
-      )
-    if len(_MATVECS) >= _MAX_CACHED:
-      _MATVECS.pop(next(iter(_MATVECS)))
-    _MATVECS[key] = _build_matvec(fun, ggn_loss_fn, unravel, mode)
-  return FlatOperator(_MATVECS[key], operands, unravel)
+      loss = jax.eval_shape(self.ggn_loss_fn, out, *args)
+      _check_scalar(loss, 'ggn_loss_fn')
 
+  def __call__(self, operands: Any, v: jax.Array) -> jax.Array:
+    unravel = self._unravel()
 
-# The jitted loops take the matvec as a static argument and so compile once
-# per matvec object: reusing it for the same function and parameter layout
-# makes a second call on new parameters or data skip compilation.
-_MATVECS: dict[Any, Callable[[Any, jax.Array], jax.Array]] = {}
-_MAX_CACHED = 64
+    def flat_vp(flat_params, *args):
+      # Products in the parameters' pytree, then back to one flat vector.
+      params = unravel(flat_params)
+      if self.ggn_loss_fn is None:
+        out = hvp(self.fun, params, unravel(v), *args)
+      else:
+        out = ggn_vp(self.fun, self.ggn_loss_fn, params, unravel(v), *args)
+      return ravel_pytree(out)[0]
 
-
-def _build_matvec(fun, ggn_loss_fn, unravel, mode):
-  if ggn_loss_fn is None:
-    vp = lambda p, v, *args: hvp(fun, p, v, *args)
-  else:
-    vp = lambda p, v, *args: ggn_vp(fun, ggn_loss_fn, p, v, *args)
-
-  def flat_vp(flat_params, v, *args):
-    # Products in the parameters' pytree, then back to one flat vector.
-    return ravel_pytree(vp(unravel(flat_params), unravel(v), *args))[0]
-
-  if mode == 'single':
-    return lambda ops, v: flat_vp(ops[0], v)
-
-  if mode == 'stacked':
-
-    def matvec(ops, v):
-      flat_params, weights, stacked = ops
+    if self.mode == 'single':
+      self._check(unravel(operands[0]))
+      return flat_vp(operands[0])
+    flat_params, weights, batches = operands
+    if self.mode == 'stacked':
+      self._check(unravel(flat_params), jax.tree.map(lambda x: x[0], batches))
 
       def body(acc, inputs):
         weight, batch = inputs
-        return acc + weight * flat_vp(flat_params, v, batch), None
+        return acc + weight * flat_vp(flat_params, batch), None
 
-      return jax.lax.scan(body, jnp.zeros_like(v), (weights, stacked))[0]
-
-    return matvec
-
-  def matvec_unrolled(ops, v):
-    flat_params, weights, batches = ops
+      return jax.lax.scan(body, jnp.zeros_like(v), (weights, batches))[0]
+    self._check(unravel(flat_params), batches[0])
     return sum(
-      w * flat_vp(flat_params, v, b)
-      for w, b in zip(weights, batches, strict=True)
+      w * flat_vp(flat_params, b) for w, b in zip(weights, batches, strict=True)
     )
-
-  return matvec_unrolled

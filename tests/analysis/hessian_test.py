@@ -136,6 +136,30 @@ def test_batches_average_to_the_full_data_hessian(problem):
   )
 
 
+@pytest.mark.parametrize(
+  'split', [(12, 12), (10, 14)], ids=['stacked', 'unrolled']
+)
+def test_second_call_on_new_params_and_data_does_not_retrace(split):
+  traces = []
+
+  def loss(params, batch):
+    traces.append(1)  # runs once per trace of the loss, not per call
+    return mlp_loss(params, batch)
+
+  params, (x, y) = make_problem(np.float32)
+  cut = split[0]
+  for shift in (0.0, 0.5):
+    batches = [(x[:cut] + shift, y[:cut]), (x[cut:] + shift, y[cut:])]
+    moved = jax.tree.map(lambda p, s=shift: p + s, params)
+    analysis.hessian_trace(
+      loss, moved, batches=batches, key=jax.random.key(0), num_samples=2
+    )
+    if shift == 0.0:
+      first = len(traces)
+  assert first > 0
+  assert len(traces) == first
+
+
 def test_ggn_matches_dense_jacobian_form(problem):
   _, params, (x, y), _ = problem
   flat, unravel = ravel_pytree(params)
