@@ -1,4 +1,8 @@
-"""Tests every registered method must pass; a registry entry is all it takes."""
+"""Tests every registered method must pass; a registry entry is all it takes.
+
+`tu.EXTRAGRADIENT`, a test-only method that needs ``grad_fn``, runs with
+them so the extra-argument plumbing is proven before a method needs it.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import pytest
 import optax_zoo
 from optax_zoo._src import test_utils as tu
 
-METHODS = [m.name for m in optax_zoo.methods()]
+_TEST_ONLY = {tu.EXTRAGRADIENT.name: tu.EXTRAGRADIENT}
+METHODS = [m.name for m in optax_zoo.methods()] + list(_TEST_ONLY)
 # A log grid: each method must solve the toy problem at one of these rates.
 LEARNING_RATES = jnp.array([1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
 
@@ -37,31 +42,51 @@ def _grads(step: int, dtype=jnp.float32):
   return jax.tree.unflatten(jax.tree.structure(params), leaves)
 
 
-def _extra(name, params):
-  """The extra update arguments the method needs, for a toy loss."""
-  loss = sum(
+def _info(name):
+  return _TEST_ONLY.get(name) or optax_zoo.get(name)
+
+
+def _toy_loss(params):
+  return sum(
     0.5 * jnp.sum(jnp.square(p.astype(jnp.float32)))
     for p in jax.tree.leaves(params)
   )
-  return tu.loss_extra_args(optax_zoo.get(name).extra_args, loss)
+
+
+def _extra(name, params):
+  """The extra update arguments the method needs, for a toy loss."""
+  return tu.loss_extra_args(_info(name).extra_args, _toy_loss, params)
+
+
+def _jit_update(name, tx, names=()):
+  """``tx.update`` under jit, given the extra arguments of ``names``.
+
+  The arguments are built inside the jitted function: ``grad_fn`` is a
+  function, not an array, so it cannot be passed in.
+  """
+  names = _info(name).extra_args if names == () else names
+
+  @jax.jit
+  def update(grads, state, params):
+    extra = tu.loss_extra_args(names, _toy_loss, params)
+    return tx.update(grads, state, params, **extra)
+
+  return update
 
 
 def _run(name, tx, params, state, steps, start=0):
   """Steps of method ``name``'s ``tx`` on the random `_grads`."""
-  update = jax.jit(tx.update)
+  update = _jit_update(name, tx)
   for i in range(start, start + steps):
     updates, state = update(
-      _grads(i, jax.tree.leaves(params)[0].dtype),
-      state,
-      params,
-      **_extra(name, params),
+      _grads(i, jax.tree.leaves(params)[0].dtype), state, params
     )
     params = optax.apply_updates(params, updates)
   return params, state
 
 
 def _final_error(name, loss_fn, x0, target, steps):
-  info = optax_zoo.get(name)
+  info = _info(name)
 
   # Cosine decay: layer-wise normalized and sign methods take steps of a
   # fixed size and need a decaying rate to settle, as in their papers.
@@ -117,7 +142,7 @@ def test_converges_on_rosenbrock(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_jit_does_not_recompile(name):
-  tx = optax_zoo.get(name).build()
+  tx = _info(name).build()
   params = _params()
   traces = []
 
@@ -135,7 +160,7 @@ def test_jit_does_not_recompile(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_inject_hyperparams_matches_plain(name):
-  info = optax_zoo.get(name)
+  info = _info(name)
   injected = optax.inject_hyperparams(
     info.factory, static_args=info.static_args
   )(**info.example_kwargs(info.learning_rate))
@@ -157,28 +182,24 @@ def test_inject_hyperparams_matches_plain(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_multisteps_accumulates_like_one_big_batch(name):
-  tx = optax_zoo.get(name).build()
+  tx = _info(name).build()
   multi = optax.MultiSteps(tx, every_k_schedule=2)
   params = _params()
   m_params, m_state = params, multi.init(params)
   for i in range(4):
-    updates, m_state = jax.jit(multi.update)(
-      _grads(i), m_state, m_params, **_extra(name, m_params)
-    )
+    updates, m_state = _jit_update(name, multi)(_grads(i), m_state, m_params)
     m_params = optax.apply_updates(m_params, updates)
   s_params, s_state = params, tx.init(params)
   for i in (0, 2):
     mean = jax.tree.map(lambda a, b: (a + b) / 2, _grads(i), _grads(i + 1))
-    updates, s_state = jax.jit(tx.update)(
-      mean, s_state, s_params, **_extra(name, s_params)
-    )
+    updates, s_state = _jit_update(name, tx)(mean, s_state, s_params)
     s_params = optax.apply_updates(s_params, updates)
   tu.assert_trees_close(m_params, s_params, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('name', METHODS)
 def test_learning_rate_schedule(name):
-  info = optax_zoo.get(name)
+  info = _info(name)
   lr = info.learning_rate
   constant, _ = _run(
     name, info.build(lr), _params(), info.build(lr).init(_params()), 4
@@ -204,7 +225,7 @@ def test_learning_rate_schedule(name):
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize('name', METHODS)
 def test_keeps_param_dtype_and_state_layout(name, dtype):
-  tx = optax_zoo.get(name).build()
+  tx = _info(name).build()
   params = _params(dtype)
   state0 = tx.init(params)
   params1, state1 = _run(name, tx, params, state0, 3)
@@ -217,7 +238,7 @@ def test_keeps_param_dtype_and_state_layout(name, dtype):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_invalid_hyperparameters_raise(name):
-  info = optax_zoo.get(name)
+  info = _info(name)
   assert info.invalid_kwargs, f'{name} registers no invalid hyperparameters'
   good = info.example_kwargs(info.learning_rate)
   for bad in info.invalid_kwargs:
@@ -227,7 +248,7 @@ def test_invalid_hyperparameters_raise(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_state_survives_save_and_restore(name):
-  tx = optax_zoo.get(name).build()
+  tx = _info(name).build()
   params, state = _run(name, tx, _params(), tx.init(_params()), 3)
   blob = flax.serialization.to_bytes(state)
   restored = flax.serialization.from_bytes(tx.init(_params()), blob)
@@ -239,19 +260,17 @@ def test_state_survives_save_and_restore(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_nan_gradient_is_not_hidden(name):
-  tx = optax_zoo.get(name).build()
+  tx = _info(name).build()
   params = _params()
   grads = _grads(0)
   grads['b'] = grads['b'].at[1].set(jnp.nan)
-  updates, _ = jax.jit(tx.update)(
-    grads, tx.init(params), params, **_extra(name, params)
-  )
+  updates, _ = _jit_update(name, tx)(grads, tx.init(params), params)
   assert not np.all(np.isfinite(np.asarray(updates['b'])))
 
 
 @pytest.mark.parametrize('name', METHODS)
 def test_registered_state_memory_matches_measured(name):
-  info = optax_zoo.get(name)
+  info = _info(name)
   params = {'w': jnp.zeros((64, 63)), 'b': jnp.zeros(63)}
   n_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
   kwargs = info.example_kwargs(info.learning_rate)
@@ -263,8 +282,9 @@ def test_registered_state_memory_matches_measured(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_registry_entry_is_complete(name):
-  info = optax_zoo.get(name)
-  assert getattr(optax_zoo, name) is info.factory
+  info = _info(name)
+  if name not in _TEST_ONLY:
+    assert getattr(optax_zoo, name) is info.factory
   assert info.paper.title and info.paper.authors and info.paper.year > 1950
   assert info.reference
   assert info.learning_rate > 0
@@ -273,7 +293,7 @@ def test_registry_entry_is_complete(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_eval_params_matches_registry(name):
-  info = optax_zoo.get(name)
+  info = _info(name)
   tx = info.build()
   params, state = _run(name, tx, _params(), tx.init(_params()), 3)
   evaluated = optax_zoo.eval_params(state, params)
@@ -286,7 +306,7 @@ def test_eval_params_matches_registry(name):
 def test_state_can_be_donated_with_params(name):
   # Training loops donate params and state together; a state leaf that
   # aliases a parameter buffer makes XLA refuse the call.
-  tx = optax_zoo.get(name).build()
+  tx = _info(name).build()
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, state, grads):
@@ -297,3 +317,15 @@ def test_state_can_be_donated_with_params(name):
   for init in (tx.init, jax.jit(tx.init)):
     params, _ = step(params, init(params), _grads(0))
   assert jax.tree.leaves(params)[0].shape == (4,)
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_ignores_extra_arguments_it_does_not_take(name):
+  # The loop passes every extra argument to every method; each must take
+  # what it needs and ignore the rest, with the same result.
+  tx = _info(name).build()
+  params = _params()
+  state = tx.init(params)
+  needed, _ = _jit_update(name, tx)(_grads(0), state, params)
+  given_all, _ = _jit_update(name, tx, None)(_grads(0), state, params)
+  tu.assert_trees_equal(needed, given_all)

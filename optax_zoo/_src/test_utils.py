@@ -10,6 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_zoo._src import extra_args
+from optax_zoo._src import validation as v
+from optax_zoo._src.method_info import MethodInfo, Paper
+
 PARABOLA_MIN = jnp.array([1.0, -2.0, 0.5])
 PARABOLA_SCALES = jnp.array([1.0, 4.0, 0.25])
 
@@ -24,27 +28,26 @@ def rosenbrock(x: jax.Array) -> jax.Array:
   return (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
 
 
-def loss_extra_args(names: Sequence[str], value: jax.Array) -> dict[str, Any]:
-  """The extra `update` arguments ``names`` for a loss ``value``.
+def loss_extra_args(
+  names: Sequence[str] | None, loss_fn: Callable[[Any], jax.Array], params: Any
+) -> dict[str, Any]:
+  """The extra `update` arguments ``names`` for a loss of the parameters.
 
-  ``value`` counts as the loss of a batch of one example, so the mean squared
-  per-example loss (KOALA's ``value_variance``) is ``value**2``.
+  A test problem's loss counts as the loss of a batch of one example, so
+  `extra_args.supply` gives ``value = loss_fn(params)``, ``value_variance =
+  value**2`` and ``grad_fn(p) = grad(loss_fn)(p)``.
 
   Args:
-    names: a registry entry's ``extra_args``.
-    value: the loss at the parameters the gradient is taken at.
+    names: a registry entry's ``extra_args`` (None: all of them).
+    loss_fn: ``loss_fn(params) -> scalar``.
+    params: the parameters the gradient is taken at.
 
   Returns:
     Keyword arguments for ``tx.update``.
   """
-  supplied = {'value': value, 'value_variance': jnp.square(value)}
-  unknown = [n for n in names if n not in supplied]
-  if unknown:
-    raise ValueError(
-      f'no test value for the extra update arguments {unknown}; known: '
-      f'{sorted(supplied)}.'
-    )
-  return {n: supplied[n] for n in names}
+  return extra_args.supply(
+    names, lambda p, _: loss_fn(p)[None], params, jnp.zeros((1,))
+  )
 
 
 def minimize(
@@ -52,22 +55,93 @@ def minimize(
   loss_fn: Callable[[Any], jax.Array],
   params: Any,
   steps: int,
-  extra_args: Sequence[str] = (),
+  extra_names: Sequence[str] | None = (),
 ) -> Any:
   """Runs `steps` steps of `tx` on `loss_fn` with `lax.scan`; final params.
 
-  ``extra_args`` names the extra `update` arguments the transform needs
+  ``extra_names`` names the extra `update` arguments the transform needs
   (see `loss_extra_args`).
   """
 
   def step(carry, _):
     p, s = carry
-    value, grads = jax.value_and_grad(loss_fn)(p)
-    updates, s = tx.update(grads, s, p, **loss_extra_args(extra_args, value))
+    grads = jax.grad(loss_fn)(p)
+    extra = loss_extra_args(extra_names, loss_fn, p)
+    updates, s = tx.update(grads, s, p, **extra)
     return (optax.apply_updates(p, updates), s), None
 
   (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, steps)
   return params
+
+
+def scale_by_extragradient(
+  rho: jax.typing.ArrayLike = 0.5,
+) -> optax.GradientTransformationExtraArgs:
+  """A test-only method that needs ``grad_fn``: Korpelevich's extragradient.
+
+  Returns the gradient at the extrapolated point ``params - rho * grads``,
+  ``grad_fn(params - rho * grads)``. It exercises the ``grad_fn`` plumbing
+  of the training loop, the common tests and the bench the way SAM and
+  Entropy-SGD use it; it is not part of the package.
+  """
+  v.check_non_negative('rho', rho)
+
+  def update_fn(updates, state, params=None, *, grad_fn, **extra):
+    del extra
+    ahead = jax.tree.map(lambda p, g: p - rho * g, params, updates)
+    return grad_fn(ahead), state
+
+  return optax.GradientTransformationExtraArgs(
+    lambda params: optax.EmptyState(), update_fn
+  )
+
+
+def extragradient(
+  learning_rate: optax.ScalarOrSchedule,
+  rho: jax.typing.ArrayLike = 0.5,
+  momentum: jax.typing.ArrayLike = 0.9,
+) -> optax.GradientTransformationExtraArgs:
+  """`scale_by_extragradient` with heavy-ball momentum and a learning rate.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from optax_zoo._src import test_utils as tu
+    >>> loss = lambda p: jnp.sum(p**2)
+    >>> tx = tu.extragradient(0.1, rho=0.1)
+    >>> params = jnp.ones(2)
+    >>> updates, _ = tx.update(
+    ...   jax.grad(loss)(params), tx.init(params), params,
+    ...   grad_fn=jax.grad(loss))
+    >>> updates  # -0.1 * grad at 1 - 0.1 * 2 = 0.8
+    Array([-0.16, -0.16], dtype=float32)
+  """
+  v.check_learning_rate(learning_rate)
+  v.check_in_range('momentum', momentum, 0.0, 1.0)
+  return optax.chain(
+    scale_by_extragradient(rho),
+    optax.trace(decay=momentum),
+    optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+# A registry entry for `extragradient`, registered only by tests.
+EXTRAGRADIENT = MethodInfo(
+  name='test_extragradient',
+  category='sharpness',
+  factory=extragradient,
+  paper=Paper(
+    title='The extragradient method for finding saddle points and other '
+    'problems',
+    authors='Korpelevich',
+    year=1976,
+  ),
+  reference='the update rule (a test-only method)',
+  state_copies=1,
+  learning_rate=0.1,
+  example_kwargs=lambda lr: {'learning_rate': lr, 'rho': 1e-4},
+  invalid_kwargs=({'learning_rate': -1.0}, {'rho': -0.5}, {'momentum': 1.5}),
+  extra_args=('grad_fn',),
+)
 
 
 def state_bytes(state: Any) -> int:

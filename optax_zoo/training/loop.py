@@ -502,19 +502,19 @@ def _fit(
   train_fn = make_train_fn(train_def, tx, loss_fn=loss_fn, vmap=vmap)
   evaluate = _evaluator(eval_def, loss_fn, vmap)
   find = jax.vmap(find_eval_params) if vmap else find_eval_params
+  averages = _averages(find, opt_state, params)
   refresh = (
     _batch_stats_refresher(stats_def, vmap)
-    if _has_batch_stats(rest) and _averages(find, opt_state, params)
+    if averages and _has_batch_stats(rest)
     else None
   )
 
   @jax.jit
   def eval_point(params, rest, opt_state, x_train, stat_batches, x, y):
     weights = find(opt_state, params)
-    stats = (
-      rest if refresh is None else refresh(weights, rest, x_train, stat_batches)
-    )
-    return weights, stats, evaluate(weights, stats, x, y)
+    if refresh is not None:
+      rest = refresh(weights, rest, x_train, stat_batches)
+    return weights, rest, evaluate(weights, rest, x, y)
 
   x_train, y_train, x_test, y_test = jax.device_put(
     (data.x_train, data.y_train, data.x_test, data.y_test)
@@ -531,6 +531,9 @@ def _fit(
     weights, stats, metrics = eval_point(
       params, rest, opt_state, x_train, stat_batches, x_test, y_test
     )
+    # Hand back the trained arrays themselves where nothing was averaged.
+    weights = weights if averages else params
+    stats = stats if refresh is not None else rest
     evals.append(np.asarray(metrics))
     state = TrainState(step, eval_def, params, weights, opt_state, rest, stats)
     if on_eval is not None:

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 import optax_zoo
+from optax_zoo._src import test_utils as tu
 from optax_zoo.training import (
   MLP,
   Dataset,
@@ -231,3 +232,179 @@ def test_bad_arguments_raise_value_error(small, kwargs, match):
 def test_train_seeds_rejects_repeated_seeds(small):
   with pytest.raises(ValueError, match='`seeds`'):
     train_seeds(_mlp, optax.sgd(0.1), small, seeds=[1, 1], steps=5)
+
+
+def _accuracy(model, data):
+  model.eval()
+  logits = nnx.jit(lambda m, x: m(x))(model, data.x_test)
+  return float(jnp.mean(jnp.argmax(logits, -1) == data.y_test))
+
+
+def test_returns_the_weights_it_scored(data):
+  # SWA: the history scores the average; the result and the model hold it.
+  tx = optax_zoo.swa(optax.sgd(0.05, momentum=0.9), start_step=100)
+  model = _mlp(nnx.Rngs(0))
+  result = train(model, tx, data, steps=200, eval_every=50)
+  final = result.history.final_accuracy
+  assert _accuracy(result.model(), data) == final
+  assert _accuracy(model, data) == final
+  trained = result.params['head']['kernel'][...]
+  averaged = result.eval_params['head']['kernel'][...]
+  assert not np.allclose(trained, averaged)
+  np.testing.assert_array_equal(
+    nnx.state(model, nnx.Param)['head']['kernel'][...], averaged
+  )
+  fast = _accuracy(result.model(evaluated=False), data)
+  assert 0.5 < fast != final
+  # The optimizer state continues the run: its average is the one scored.
+  np.testing.assert_array_equal(
+    optax_zoo.eval_params(result.opt_state, result.params)['head']['kernel'],
+    averaged,
+  )
+
+
+def test_averaged_weights_get_their_own_batchnorm_statistics(small):
+  batch_size = 32
+  tx = optax_zoo.swa(optax.sgd(0.05, momentum=0.9), start_step=10)
+
+  def resnet():
+    return ResNet1D(channels=8, num_blocks=1, rngs=nnx.Rngs(0))
+
+  x_train = small.x_train[:, :40]
+  data = Dataset(
+    x_train,
+    small.y_train,
+    small.x_test[:, :40],
+    small.y_test,
+    num_classes=10,
+    name='digits-40',
+  )
+  result = train(resnet(), tx, data, steps=30, eval_every=30, batch_size=32)
+  # By hand: the averaged weights, and BatchNorm statistics averaged over
+  # one ordered pass of the training set.
+  per_epoch = len(data.y_train) // batch_size
+  batches = x_train[: per_epoch * batch_size].reshape(per_epoch, batch_size, -1)
+  by_hand = optax_zoo.update_batch_stats(resnet(), result.eval_params, batches)
+  expected = nnx.state(by_hand, nnx.BatchStat)
+  got = nnx.filter_state(result.eval_model_state, nnx.BatchStat)
+  tu.assert_trees_close(got, expected, rtol=1e-4, atol=1e-6)
+  trained = nnx.filter_state(result.model_state, nnx.BatchStat)
+  assert not np.allclose(
+    got['stem_bn']['mean'][...], trained['stem_bn']['mean'][...], atol=1e-3
+  )
+  assert _accuracy(by_hand, data) == result.history.final_accuracy
+
+
+def test_plain_methods_keep_the_training_statistics(small):
+  model = ResNet1D(channels=8, num_blocks=1, rngs=nnx.Rngs(0))
+  result = train(model, optax.adam(1e-2), small, steps=10, eval_every=10)
+  assert result.eval_model_state is result.model_state
+  assert result.eval_params is result.params
+
+
+def test_on_eval_hook_records_measurements_at_the_given_steps(small):
+  seen = []
+
+  def hook(state):
+    seen.append(state.step)
+    kernel = state.params['head']['kernel'][...]
+    return {'head_norm': jnp.linalg.norm(kernel, axis=(-2, -1))}
+
+  result = train(
+    _mlp(nnx.Rngs(0)),
+    optax.adam(1e-2),
+    small,
+    steps=30,
+    eval_every=[5, 12],
+    on_eval=hook,
+  )
+  assert seen == [0, 5, 12, 30]
+  np.testing.assert_array_equal(result.history.steps, [0, 5, 12, 30])
+  norms = result.history.measurements['head_norm']
+  assert norms.shape == (4,) and len(set(norms.tolist())) == 4
+  final = jnp.linalg.norm(result.params['head']['kernel'][...])
+  np.testing.assert_allclose(norms[-1], final, rtol=1e-6)
+  stacked = train_seeds(
+    _mlp,
+    optax.adam(1e-2),
+    small,
+    seeds=[0, 1],
+    steps=10,
+    eval_every=5,
+    on_eval=hook,
+  )
+  assert stacked.history.measurements['head_norm'].shape == (2, 3)
+  assert stacked.histories[1].measurements['head_norm'].shape == (3,)
+
+
+def test_seed_results_match_separate_runs(small):
+  kwargs = {'steps': 10, 'eval_every': 10, 'batch_size': 32}
+  tx = optax_zoo.lookahead(optax.adam(1e-2), sync_period=3)
+  stacked = train_seeds(_mlp, tx, small, seeds=[3, 4], **kwargs)
+  alone = train(_mlp(nnx.Rngs(4)), tx, small, seed=4, **kwargs)
+  second = stacked.seed(1)
+  tu.assert_trees_close(second.params, alone.params, rtol=1e-4, atol=1e-6)
+  tu.assert_trees_close(
+    second.eval_params, alone.eval_params, rtol=1e-4, atol=1e-6
+  )
+  assert second.history.final_accuracy == stacked.histories[1].final_accuracy
+
+
+def _grad_fn_recorder(num_splits):
+  """Records how far ``grad_fn`` is from the step's own gradient."""
+
+  def update(updates, state, params=None, *, grad_fn, **_):
+    whole = grad_fn(params)
+    parts = [grad_fn(params, i, num_splits) for i in range(num_splits)]
+    mean_of_parts = jax.tree.map(lambda *g: sum(g) / num_splits, *parts)
+    gap = lambda a, b: jnp.max(
+      jnp.stack(
+        [
+          jnp.max(jnp.abs(x - y))
+          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        ]
+      )
+    )
+    record = (gap(whole, updates), gap(mean_of_parts, updates))
+    record += (gap(parts[0], updates),)
+    return jax.tree.map(jnp.zeros_like, updates), record
+
+  return optax.GradientTransformationExtraArgs(
+    lambda params: tuple(jnp.zeros([]) for _ in range(3)), update
+  )
+
+
+def test_grad_fn_is_the_batch_gradient_and_splits_it(small):
+  # With a mean loss the parts' gradients average to the batch gradient,
+  # and a single part differs from it.
+  model = _mlp(nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = _grad_fn_recorder(num_splits=4)
+  batch = jnp.arange(32, dtype=jnp.int32)
+  _, _, (whole, mean_of_parts, part), _ = make_train_fn(graphdef, tx)(
+    params, rest, tx.init(params), small.x_train, small.y_train, batch[None]
+  )
+  assert whole < 1e-6 and mean_of_parts < 1e-5
+  assert part > 1e-3
+
+
+def test_grad_fn_rejects_a_split_that_does_not_divide_the_batch(small):
+  graphdef, params, rest = nnx.split(_mlp(nnx.Rngs(0)), nnx.Param, ...)
+  tx = _grad_fn_recorder(num_splits=3)
+  with pytest.raises(
+    ValueError, match=r'`num_splits`.*divide the batch size 32'
+  ):
+    make_train_fn(graphdef, tx)(
+      params,
+      rest,
+      tx.init(params),
+      small.x_train,
+      small.y_train,
+      jnp.arange(32, dtype=jnp.int32)[None],
+    )
+
+
+def test_trains_a_method_that_needs_grad_fn(small):
+  tx = tu.EXTRAGRADIENT.build()
+  history = train(_mlp(nnx.Rngs(0)), tx, small, steps=60, eval_every=20)
+  assert history.history.test_loss[-1] < 0.5 * history.history.test_loss[0]
