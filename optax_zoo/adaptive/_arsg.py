@@ -118,11 +118,7 @@ def scale_by_arsg(
       count=jnp.zeros([], jnp.int32),
       mu=optax.tree.zeros_like(params, dtype=mu_dtype),
       nu=optax.tree.zeros_like(params) if adaptive else None,
-      nu_max=(
-        jax.tree.map(lambda p: jnp.full_like(p, eps), params)
-        if amsgrad
-        else None
-      ),
+      nu_max=optax.tree.full_like(params, eps) if amsgrad else None,
     )
 
   def update_fn(updates, state, params=None):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_zoo._src import tree_utils
 from optax_zoo._src import validation as v
 
 __all__ = [
@@ -98,9 +99,8 @@ def _pn_momentum(updates, count, mu_odd, mu_even, b1, b0):
     neg = jnp.where(odd, new_even, new_odd)
     return new_odd, new_even, ((1 + b0) * pos - b0 * neg) / noise_norm
 
-  out = jax.tree.map(leaf, updates, mu_odd, mu_even)
-  return jax.tree.transpose(
-    jax.tree.structure(updates), jax.tree.structure((0, 0, 0)), out
+  return tree_utils.unzip(
+    jax.tree.map(leaf, updates, mu_odd, mu_even), updates, 3
   )
 
 

@@ -151,7 +151,7 @@ def scale_by_radam(
   def update_fn(updates, state, params=None):
     del params
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
-    mu = jax.tree.map(lambda new, old: new.astype(old.dtype), mu, state.mu)
+    mu = optax.tree.cast_like(mu, state.mu)
     nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
     count = optax.safe_increment(state.count)
     t = count.astype(jnp.float32)
