@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import pathlib
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +27,15 @@ def _yes(flag: bool) -> str:
   return 'yes' if flag else '-'
 
 
+# Columns of `list` in a terminal; `--wide` adds the paper and prints the
+# deviations in full.
+_MIN_DEVIATIONS_WIDTH = 16
+
+
+def _truncate(text: str, width: int) -> str:
+  return text if len(text) <= width else text[: max(width - 3, 0)] + '...'
+
+
 def _list(args: argparse.Namespace) -> None:
   infos = optax_zoo.methods(args.category)
   if args.markdown:
@@ -34,8 +45,7 @@ def _list(args: argparse.Namespace) -> None:
     (
       m.name,
       m.category,
-      m.paper.authors,
-      m.paper.year,
+      *((m.paper.authors, m.paper.year) if args.wide else ()),
       m.paper.arxiv or '-',
       f'{m.state_copies:g}',
       ','.join(m.extra_args) or '-',
@@ -48,15 +58,22 @@ def _list(args: argparse.Namespace) -> None:
   headers = (
     'name',
     'category',
-    'paper',
-    'year',
+    *(('paper', 'year') if args.wide else ()),
     'arXiv',
-    'state copies',
+    'copies',
     'extra args',
-    'eval params',
-    'axis_name',
+    'eval',
+    'axis',
     'deviations',
   )
+  if not args.wide and rows:
+    fixed = sum(
+      max(len(str(c)) for c in col) + 2
+      for col in zip(headers[:-1], *(r[:-1] for r in rows), strict=True)
+    )
+    columns = shutil.get_terminal_size((100, 24)).columns
+    width = max(columns - fixed, _MIN_DEVIATIONS_WIDTH)
+    rows = [(*r[:-1], _truncate(r[-1], width)) for r in rows]
   print(bench_lib.table(headers, rows))
 
 
@@ -105,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     prog='optax-zoo',
     description='The optax_zoo method registry and benchmark.',
   )
+  parser.add_argument(
+    '--version',
+    action='version',
+    version=f'%(prog)s {optax_zoo.__version__}',
+  )
   commands = parser.add_subparsers(dest='command', required=True)
   lister = commands.add_parser('list', help='print the method registry')
   lister.add_argument(
@@ -114,6 +136,11 @@ def _parser() -> argparse.ArgumentParser:
     '--markdown',
     action='store_true',
     help="print the README's Markdown method table instead",
+  )
+  lister.add_argument(
+    '--wide',
+    action='store_true',
+    help='add the papers and print the deviations in full',
   )
   bench = commands.add_parser(
     'bench',
@@ -193,6 +220,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the ``optax-zoo`` command line; returns the exit status."""
+  try:
+    status = _main(argv)
+    sys.stdout.flush()  # a short output reaches a closed pipe only here
+    return status
+  except BrokenPipeError:
+    # The reader left (`optax-zoo list | head`): as Python's documentation
+    # advises, point stdout at devnull so the interpreter's final flush
+    # does not fail again, and exit quietly.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
   if args.command == 'list':

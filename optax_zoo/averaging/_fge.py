@@ -42,9 +42,10 @@ def fge(
   r"""Fast geometric ensembling (Garipov et al., 2018): snapshot collection.
 
   Trains with ``inner`` unchanged (give it
-  `optax_zoo.schedules.fge_schedule` with the same ``cycle_steps`` and
-  ``start_step``) and stores the weights at each cycle's low point, the
-  middle of the cycle, as ``fge.py`` does:
+  `optax_zoo.schedules.fge_schedule` with the same ``cycle_steps``, started
+  at ``start_step`` with `optax.join_schedules` as in the example) and
+  stores the weights at each cycle's low point, the middle of the cycle, as
+  ``fge.py`` does:
 
   .. math::
     t - t_0 \equiv c/2 \pmod c \implies \text{snapshot } \theta_t,
@@ -75,6 +76,19 @@ def fge(
     2
     >>> optax_zoo.fge_ensemble_predict(lambda p: p, state)
     Array([0.8145], dtype=float32)
+
+    After pre-training for ``start_step`` steps at a constant rate, the
+    cycles of the schedule begin with those of the snapshots:
+
+    >>> start = 100
+    >>> lr = optax.join_schedules(
+    ...   [optax.constant_schedule(0.05),
+    ...    optax_zoo.schedules.fge_schedule(0.05, 5e-4, cycle_steps=4)],
+    ...   boundaries=[start])
+    >>> [round(float(lr(n)), 5) for n in (99, 100, 101, 102)]
+    [0.05, 0.05, 0.02525, 0.0005]
+    >>> tx = optax_zoo.fge(
+    ...   optax.sgd(lr), cycle_steps=4, num_snapshots=3, start_step=start)
 
   References:
     Garipov et al., `Loss Surfaces, Mode Connectivity, and Fast Ensembling
