@@ -61,8 +61,11 @@ def make_model(seed):
 # ## SWA in five lines
 #
 # `swa` wraps SGD; the training loop only ever sees plain parameters. After
-# training, `eval_params` returns the running mean of the weights (a
-# BatchNorm model would also need `optax_zoo.update_batch_stats`).
+# training, `eval_params(opt, model)` returns the running mean of the
+# weights as an `nnx.State`. For a BatchNorm model use
+# `optax_zoo.eval_model(opt, model, batches)` instead: a copy of the model
+# with the averaged weights and BatchNorm statistics recomputed for them on
+# a few training batches.
 
 
 # %%
@@ -99,14 +102,16 @@ tx = optax_zoo.swag(
 )
 model, opt = fit(tx)
 params = nnx.state(model, nnx.Param)
-swa_params = optax_zoo.eval_params(opt.opt_state, params)
+swa_params = optax_zoo.eval_params(opt, model)
 probs = {'SGD': probs_of(model, params), 'SWA': probs_of(model, swa_params)}
 
 # %% [markdown]
 # ## SWAG: a Bayesian model average
 #
 # The same run kept SWAG's moments and the last deviations. Draw weights
-# with `swag_sample` and average the predicted probabilities.
+# with `swag_sample` and average the predicted probabilities; `params`
+# brings in the last snapshot (the weights after the final step, which the
+# state collects only at the next update).
 
 # %%
 swag_state = jax.tree.map(lambda v: v[...], opt.opt_state)
@@ -115,6 +120,7 @@ probs['SWAG'] = optax_zoo.bayesian_model_average(
   swag_state,
   jax.random.key(0),
   num_samples=4 if SMALL else 30,
+  params=params,
 )
 reliability = {}
 for name, p in probs.items():
