@@ -196,6 +196,10 @@ def check_float_dtype(
   """
   if value is None and allow_none:
     return
+  if isinstance(value, jax.Array):
+    # A dtype class default that `optax.inject_hyperparams` took for a
+    # schedule and called: the factory sees an array, as it did before.
+    return
   allowed = 'a floating dtype (e.g. jnp.float32, jnp.bfloat16)' + (
     ' or None' if allow_none else ''
   )
