@@ -59,7 +59,7 @@ for seed in (0, 1):
     data,
     steps=STEPS,
     seed=seed,
-  )
+  ).history
   model.eval()
   models.append(model)
   print(f'seed {seed}: test accuracy {history.final_accuracy:.3f}')
