@@ -89,7 +89,7 @@ def test_registered_learning_rate_is_the_grid_optimum():
   grid = json.loads(path.read_text())['accuracy']
   for info in optax_zoo.methods():
     assert info.name in grid, (
-      f'run experiments/lr_grid/run.py --methods {info.name}'
+      f'run python -m experiments.lr_grid.run --methods {info.name}'
     )
     accuracy = grid[info.name]
     best = max(accuracy, key=accuracy.get)

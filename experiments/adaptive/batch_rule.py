@@ -10,25 +10,33 @@ the initial ln 10; the test loss would mix in overfitting, which grows with
 the rate at the large batches' 128 epochs), and the growth factor per 4x
 batch that each implies.
 
-  python experiments/adaptive/batch_rule.py   # ~8 min on 2 cores
+  python -m experiments.adaptive.batch_rule   # ~8 min on 2 cores
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 
-import common as c
 import numpy as np
 
 import optax_zoo
+from experiments import _lib
+from experiments.adaptive import common as c
 
 NAME = 'adaptive_batch_rule'
 BATCHES = (32, 128, 512)
-GRIDS = {
-  'sgd': tuple(0.0125 * 2**i for i in range(9)),
-  'adam': tuple(0.000625 * 2**i for i in range(9)),
-}
+# Each optimizer's smallest rate; its grid doubles from there.
+SMALLEST_RATE = {'sgd': 0.0125, 'adam': 0.000625}
+NUM_RATES = 9
+
+
+def grids(num_rates: int) -> dict[str, tuple[float, ...]]:
+  return {
+    name: tuple(lr * 2**i for i in range(num_rates))
+    for name, lr in SMALLEST_RATE.items()
+  }
 
 
 def make(name: str, lr: float):
@@ -37,31 +45,48 @@ def make(name: str, lr: float):
   return optax_zoo.adam(lr)
 
 
-def main():
-  result = c.resume(NAME)
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--steps', type=int, default=1000)
+  c.add_seeds_arg(parser)
+  parser.add_argument('--batches', type=int, nargs='+', default=BATCHES)
+  parser.add_argument(
+    '--num-rates',
+    type=int,
+    default=NUM_RATES,
+    help='grid points per optimizer, doubling from the smallest',
+  )
+  args = parser.parse_args(argv)
+  seeds = c.eval_seeds(args.seeds)
+  result = _lib.resume(NAME, steps=args.steps, seeds=seeds)
   runs = result['runs']
-  for name, grid in GRIDS.items():
-    for batch in BATCHES:
+  for name, grid in grids(args.num_rates).items():
+    for batch in args.batches:
       for lr in grid:
         key = f'{name} b={batch} lr={lr:g}'
         if key in runs:
           continue
         histories = c.train(
-          make(name, lr), 'mlp', steps=1000, batch_size=batch, desc=key
+          make(name, lr),
+          'mlp',
+          seeds=seeds,
+          steps=args.steps,
+          batch_size=batch,
+          desc=key,
         )
         runs[key] = {
           'accuracy': [h.final_accuracy for h in histories],
           'test_loss': [float(h.test_loss[-1]) for h in histories],
           'train_loss': [float(h.train_loss[-1]) for h in histories],
         }
-        c.save(NAME, result)
+        _lib.save(NAME, result)
   rows = [
     '| optimizer | batch | best lr (acc. %) | largest stable lr |',
     '|---|---|---|---|',
   ]
   summary = {}
-  for name, grid in GRIDS.items():
-    for batch in BATCHES:
+  for name, grid in grids(args.num_rates).items():
+    for batch in args.batches:
       cells = [runs[f'{name} b={batch} lr={lr:g}'] for lr in grid]
       acc = [np.mean(r['accuracy']) for r in cells]
       stable = [
@@ -81,9 +106,9 @@ def main():
         else f'| {name} | {batch} | {grid[best]:g} | none |'
       )
   print('\n'.join(rows))
-  for name in GRIDS:
+  for name in SMALLEST_RATE:
     for kind, i in (('best', 0), ('largest stable', 1)):
-      lrs = [summary[(name, b)][i] for b in BATCHES]
+      lrs = [summary[(name, b)][i] for b in args.batches]
       if None not in lrs:
         factors = [b / a for a, b in itertools.pairwise(lrs)]
         print(f'{name} {kind} lr grows by {factors} per 4x batch')

@@ -7,24 +7,25 @@ resumes, and ``leaderboard.png``; prints the table of ``RESULTS.md``: final
 accuracy, the paired difference to Adam, and the first step at which a method
 reaches Adam's final mean accuracy (Adan's "fewer steps" claim).
 
-  python experiments/adaptive/leaderboard.py              # ~40 min, 2 cores
-  python experiments/adaptive/leaderboard.py --methods adam,adan --models cnn
+  python -m experiments.adaptive.leaderboard              # ~40 min, 2 cores
+  python -m experiments.adaptive.leaderboard --methods adam,adan --models cnn
 """
 
 from __future__ import annotations
 
 import argparse
 
-import common as c
 import numpy as np
 
 import optax_zoo
+from experiments import _lib
+from experiments.adaptive import common as c
 
 NAME = 'adaptive_leaderboard'
 
 
-def run(names, models, steps: int) -> dict:
-  result = c.resume(NAME, steps=steps)
+def run(names, models, steps: int, seeds) -> dict:
+  result = _lib.resume(NAME, steps=steps, seeds=seeds)
   for model in models:
     runs = result['runs'].setdefault(model, {})
     for name in names:
@@ -34,6 +35,7 @@ def run(names, models, steps: int) -> dict:
       histories = c.train(
         optax_zoo.get(name).build(lr),
         model,
+        seeds=seeds,
         steps=steps,
         desc=f'{model} {name}',
       )
@@ -43,7 +45,7 @@ def run(names, models, steps: int) -> dict:
         'eval_steps': histories[0].steps.tolist(),
         'test_accuracy': [h.test_accuracy.tolist() for h in histories],
       }
-      c.save(NAME, result)
+      _lib.save(NAME, result)
   return result
 
 
@@ -66,10 +68,10 @@ def table(result: dict, model: str) -> str:
       else np.inf
       for a in r['test_accuracy']
     ]
-    vs = '' if name == 'adam' else c.pct_diff(r['final_accuracy'], adam)
-    verdict = '' if name == 'adam' else c.verdict(r['final_accuracy'], adam)
+    vs = '' if name == 'adam' else _lib.pct_diff(r['final_accuracy'], adam)
+    verdict = '' if name == 'adam' else _lib.verdict(r['final_accuracy'], adam)
     rows.append(
-      f'| {name} | {r["learning_rate"]:g} | {c.pct(r["final_accuracy"])} '
+      f'| {name} | {r["learning_rate"]:g} | {_lib.pct(r["final_accuracy"])} '
       f'| {vs} | {verdict} | {np.median(reach):g} |'
     )
   return '\n'.join(rows)
@@ -79,7 +81,7 @@ def plot(result: dict) -> None:
   import matplotlib.pyplot as plt
 
   models = list(result['runs'])
-  _, axes = plt.subplots(
+  fig, axes = plt.subplots(
     1, len(models), figsize=(6 * len(models), 5), squeeze=False
   )
   for ax, model in zip(axes[0], models, strict=True):
@@ -90,19 +92,18 @@ def plot(result: dict) -> None:
       orientation='horizontal',
     )
     ax.set_yticks(range(1, len(order) + 1), order)
-    ax.set_xlabel('final test accuracy (%), 10 seeds')
+    ax.set_xlabel(f'final test accuracy (%), {len(result["seeds"])} seeds')
     ax.set_title(f'MNIST-1D {model.upper()}, tuned learning rates')
-  plt.tight_layout()
-  plt.savefig(c.HERE / 'leaderboard.png', dpi=120)
-  plt.close()
+  _lib.save_plot(fig, _lib.plot_path(__file__, 'leaderboard.png'))
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--methods', default='all')
   parser.add_argument('--models', default='cnn,mlp')
   parser.add_argument('--steps', type=int, default=2000)
-  args = parser.parse_args()
+  c.add_seeds_arg(parser)
+  args = parser.parse_args(argv)
   names = (
     [m.name for m in optax_zoo.methods('adaptive')]
     if args.methods == 'all'
@@ -110,7 +111,9 @@ def main():
   )
   if 'adam' not in names:
     names.insert(0, 'adam')
-  result = run(names, args.models.split(','), args.steps)
+  result = run(
+    names, args.models.split(','), args.steps, c.eval_seeds(args.seeds)
+  )
   for model in result['runs']:
     print(table(result, model), end='\n\n')
   plot(result)

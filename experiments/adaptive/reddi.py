@@ -9,20 +9,20 @@ AMSGrad, converges here. Each method takes ``alpha / sqrt(t)`` steps, the
 iterate projected back onto [-1, 1] after each update, for a grid of
 ``alpha`` and betas.
 
-  python experiments/adaptive/reddi.py   # ~1 min
+  python -m experiments.adaptive.reddi   # ~1 min
 """
 
 from __future__ import annotations
 
 import argparse
 
-import common as c
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import optax_zoo
+from experiments import _lib
 
 METHODS = {
   'adam': lambda lr, b1, b2: optax.adam(lr, b1=b1, b2=b2),
@@ -60,11 +60,18 @@ def trajectories(make, alpha, b1, b2, grads: jax.Array, every: int = 100):
   return jax.jit(jax.vmap(run))(grads)
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=100_000)
   parser.add_argument('--seeds', type=int, default=10)
-  args = parser.parse_args()
+  parser.add_argument(
+    '--alphas',
+    type=float,
+    nargs='+',
+    default=ALPHAS,
+    help='step sizes alpha (the plot shows alpha 0.1)',
+  )
+  args = parser.parse_args(argv)
   result = {'steps': args.steps, 'seeds': args.seeds, 'runs': []}
   rows = [
     '| problem | alpha | b1, b2 | '
@@ -77,7 +84,7 @@ def main():
     grads = jnp.asarray(
       np.stack([gradients(kind, args.steps, s) for s in range(seeds)])
     )
-    for alpha in ALPHAS:
+    for alpha in args.alphas:
       for b1, b2 in BETAS:
         cells = []
         for name, make in METHODS.items():
@@ -97,12 +104,12 @@ def main():
           cells.append(
             f'{x.mean():+.2f}'
             if seeds == 1
-            else f'{x.mean():+.2f} ± {c.mean_ci(x)[1]:.2f}'
+            else f'{x.mean():+.2f} ± {_lib.mean_ci(x)[1]:.2f}'
           )
         rows.append(
           f'| {kind} | {alpha:g} | {b1:g}, {b2:g} | ' + ' | '.join(cells) + ' |'
         )
-        c.save('adaptive_reddi', result)
+        _lib.save('adaptive_reddi', result)
   print('\n'.join(rows))
   plot(result)
 
@@ -111,7 +118,7 @@ def plot(result: dict) -> None:
   """Iterates on the deterministic problem at Reddi et al.'s setting."""
   import matplotlib.pyplot as plt
 
-  _, ax = plt.subplots(figsize=(5, 3.5))
+  fig, ax = plt.subplots(figsize=(5, 3.5))
   for r in result['runs']:
     if (r['problem'], r['alpha'], r['b1'], r['b2']) == (
       'deterministic',
@@ -127,9 +134,7 @@ def plot(result: dict) -> None:
   ax.set_ylabel('x')
   ax.set_title("Reddi et al.'s problem (b1 0.9, b2 0.99, alpha 0.1)")
   ax.legend()
-  plt.tight_layout()
-  plt.savefig(c.HERE / 'reddi.png', dpi=120)
-  plt.close()
+  _lib.save_plot(fig, _lib.plot_path(__file__, 'reddi.png'))
 
 
 if __name__ == '__main__':

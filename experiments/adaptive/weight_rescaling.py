@@ -9,18 +9,19 @@ head is not scale-invariant and is left out of the mask), SGD with momentum
 SGD with L2 weight decay 5e-4 on every parameter, and SGD with the
 convolution kernels rescaled to their initial per-filter norms every step.
 
-  python experiments/adaptive/weight_rescaling.py   # ~15 min on 2 cores
+  python -m experiments.adaptive.weight_rescaling   # ~15 min on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
 
-import common as c
 import jax
 import optax
 
 import optax_zoo
+from experiments import _lib
+from experiments.adaptive import common as c
 from optax_zoo import training
 from optax_zoo.analysis import plotting
 
@@ -45,49 +46,49 @@ def configs(steps: int) -> dict:
   }
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=2000)
-  args = parser.parse_args()
-  result = c.resume(NAME, steps=args.steps)
+  c.add_seeds_arg(parser)
+  args = parser.parse_args(argv)
+  seeds = c.eval_seeds(args.seeds)
+  result = _lib.resume(NAME, steps=args.steps, seeds=seeds)
   data = training.mnist1d()
   for name, tx in configs(args.steps).items():
     if name in result['runs']:
       continue
-    histories = training.train_seeds(
+    history = training.train_seeds(
       lambda rngs: training.ResNet1D(rngs=rngs),
       tx,
       data,
-      seeds=c.EVAL_SEEDS,
+      seeds=seeds,
       steps=args.steps,
-      eval_every=args.steps // 10,
+      eval_every=max(1, args.steps // 10),
       desc=name,
-    )
-    result['runs'][name] = [h.final_accuracy for h in histories]
-    c.save(NAME, result)
+    ).history
+    result['runs'][name] = history.final_accuracy.tolist()
+    _lib.save(NAME, result)
   runs = result['runs']
   rows = [
     '| run | test acc. (%) | vs sgd | vs weight decay |',
     '|---|---|---|---|',
   ]
   for name, acc in runs.items():
-    vs_sgd = '' if name == 'sgd' else c.pct_diff(acc, runs['sgd'])
+    vs_sgd = '' if name == 'sgd' else _lib.pct_diff(acc, runs['sgd'])
     vs_wd = (
-      c.pct_diff(acc, runs['sgd + weight decay'])
+      _lib.pct_diff(acc, runs['sgd + weight decay'])
       if name == 'sgd + weight rescaling'
       else ''
     )
-    rows.append(f'| {name} | {c.pct(acc)} | {vs_sgd} | {vs_wd} |')
+    rows.append(f'| {name} | {_lib.pct(acc)} | {vs_sgd} | {vs_wd} |')
   print('\n'.join(rows))
 
   import matplotlib.pyplot as plt
 
-  _, ax = plt.subplots(figsize=(6, 3.8))
+  fig, ax = plt.subplots(figsize=(6, 3.8))
   plotting.seed_boxplot(runs, ax)
-  ax.set_title('ResNet1D (BatchNorm), SGD, MNIST-1D: 10 seeds')
-  plt.tight_layout()
-  plt.savefig(c.HERE / 'weight_rescaling.png', dpi=120)
-  plt.close()
+  ax.set_title(f'ResNet1D (BatchNorm), SGD, MNIST-1D: {len(seeds)} seeds')
+  _lib.save_plot(fig, _lib.plot_path(__file__, 'weight_rescaling.png'))
 
 
 if __name__ == '__main__':

@@ -5,18 +5,18 @@ exceed those of the full-data Hessian, by more for smaller batches. One
 MLP trained on MNIST-1D; for each batch size, Lanczos (SLQ nodes) on
 ``--num-batches`` random batches gives the largest and smallest eigenvalue.
 
-  python experiments/analysis/batch_hessian.py  (about 2 minutes on 2 cores)
+  python -m experiments.analysis.batch_hessian  (about 2 minutes on 2 cores)
 """
 
 import argparse
-import pathlib
 
-import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments import _lib
+from experiments.analysis import common
 from optax_zoo import analysis, training
 from optax_zoo.training.stats import mean_ci
 
@@ -37,9 +37,7 @@ def main(argv=None):
   parser.add_argument('--num-batches', type=int, default=10)
   parser.add_argument('--lanczos-steps', type=int, default=60)
   parser.add_argument('--hidden', type=int, nargs='+', default=[100, 100])
-  parser.add_argument(
-    '--plot', default=str(pathlib.Path(__file__).with_suffix('.png'))
-  )
+  common.add_plot_arg(parser)
   args = parser.parse_args(argv)
 
   data = training.mnist1d()
@@ -100,8 +98,9 @@ def main(argv=None):
       f'{which} eigenvalue (mean, 95% CI, {args.num_batches} batches)'
     )
     ax.legend()
-  fig.tight_layout()
-  fig.savefig(args.plot, dpi=120)
+  _lib.save_plot(
+    fig, common.plot_path(args, __file__, 'batch_hessian.png'), dpi=120
+  )
 
 
 if __name__ == '__main__':

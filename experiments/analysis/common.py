@@ -1,40 +1,40 @@
 """Shared helpers of the analysis experiments: training, losses, results."""
 
-import json
+import argparse
 import pathlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
+from experiments import _lib
 from optax_zoo import training
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def fit(model, tx, data, *, steps, batch_size=128, seed=0, checkpoints=()):
-  """Trains in place with one compiled step; returns the parameter pytrees
-  at each step in ``checkpoints`` (step 0 is the initialization)."""
-  model.train()
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  train_fn = training.make_train_fn(graphdef, tx)
-  opt_state = tx.init(params)
-  rng = np.random.default_rng(seed)
-  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-  saved, done = {}, 0
-  for stop in sorted({*checkpoints, steps}):
-    if stop == 0:
-      saved[0] = jax.tree.map(jnp.copy, params)
-      continue
-    batches = rng.integers(0, len(y), (stop - done, batch_size))
-    params, rest, opt_state, _ = train_fn(
-      params, rest, opt_state, x, y, jnp.asarray(batches, jnp.int32)
-    )
-    done = stop
-    saved[stop] = jax.tree.map(jnp.copy, params)
-  nnx.update(model, params, rest)
+  """Trains ``model`` in place and leaves it in eval mode.
+
+  Returns the trained parameters at every step of ``checkpoints`` and at
+  ``steps`` (step 0 is the initialization), copied out of the loop's
+  ``on_eval`` hook.
+  """
+  saved = {}
+
+  def keep(state):
+    saved[state.step] = jax.tree.map(jnp.copy, state.params)
+
+  training.train(
+    model,
+    tx,
+    data,
+    steps=steps,
+    batch_size=batch_size,
+    seed=seed,
+    eval_every=sorted(checkpoints),
+    progress=False,
+    on_eval=keep,
+  )
   model.eval()
   return saved
 
@@ -57,11 +57,21 @@ def loss_fns(model, x, y):
   return (lambda p: batch_loss(p, (x, y))), batch_loss, metrics
 
 
+def add_plot_arg(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+    '--plot',
+    default=None,
+    help='where to save the plot (default: next to the launcher)',
+  )
+
+
+def plot_path(args: argparse.Namespace, launcher: str, filename: str):
+  """``--plot`` if given, else the default place of ``filename``."""
+  return pathlib.Path(args.plot or _lib.plot_path(launcher, filename))
+
+
 def save(name, results):
-  path = ROOT / 'results' / f'{name}.json'
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(results, indent=2))
-  print(f'wrote {path}')
+  print(f'wrote {_lib.save(name, results, indent=2)}')
 
 
 def adam(lr=1e-3):

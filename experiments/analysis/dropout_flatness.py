@@ -11,19 +11,19 @@ along training, and each dropout run's final sharpness is
 compared with the no-dropout run of the same seed at the same training loss
 (log-log interpolation along its checkpoints).
 
-  python experiments/analysis/dropout_flatness.py  (about 8 minutes on 2 cores)
+  python -m experiments.analysis.dropout_flatness  (about 8 minutes on 2 cores)
 """
 
 import argparse
-import pathlib
 
-import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
+from experiments import _lib
+from experiments.analysis import common
 from optax_zoo import analysis, training
 from optax_zoo.training.stats import mean_ci, paired_ci
 
@@ -95,9 +95,7 @@ def main(argv=None):
   parser.add_argument('--hidden', type=int, nargs='+', default=[100, 100])
   parser.add_argument('--rates', type=float, nargs='+', default=[0, 0.1, 0.3])
   parser.add_argument('--seeds', type=int, default=10)
-  parser.add_argument(
-    '--plot', default=str(pathlib.Path(__file__).with_suffix('.png'))
-  )
+  common.add_plot_arg(parser)
   args = parser.parse_args(argv)
   data = training.mnist1d()
   runs = {}
@@ -200,8 +198,9 @@ def main(argv=None):
   axes[2].set_title('along training')
   axes[2].legend()
   fig.suptitle(f'MNIST-1D MLP, SGD, {args.seeds} seeds: sharpness')
-  fig.tight_layout()
-  fig.savefig(args.plot, dpi=120)
+  _lib.save_plot(
+    fig, common.plot_path(args, __file__, 'dropout_flatness.png'), dpi=120
+  )
 
 
 if __name__ == '__main__':

@@ -6,18 +6,18 @@ lower than SGD. Per seed, R_med is the median over the checkpoints after
 the first; reported as mean and 95% interval over ``--seeds`` seeds for
 each layer.
 
-  python experiments/analysis/r_med.py  (about 3 minutes on 2 cores)
+  python -m experiments.analysis.r_med  (about 3 minutes on 2 cores)
 """
 
 import argparse
-import pathlib
 
-import common
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
+from experiments import _lib
+from experiments.analysis import common
 from optax_zoo import analysis, training
 from optax_zoo.training.stats import mean_ci
 
@@ -56,9 +56,7 @@ def main(argv=None):
   parser.add_argument('--hidden', type=int, nargs='+', default=[32])
   parser.add_argument('--examples', type=int, default=1000)
   parser.add_argument('--seeds', type=int, default=10)
-  parser.add_argument(
-    '--plot', default=str(pathlib.Path(__file__).with_suffix('.png'))
-  )
+  common.add_plot_arg(parser)
   args = parser.parse_args(argv)
   data = training.mnist1d()
   results = {}
@@ -89,8 +87,7 @@ def main(argv=None):
   ax.set_yscale('log')
   ax.set_title(f'R_med, mean and 95% CI over {args.seeds} seeds')
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(args.plot, dpi=120)
+  _lib.save_plot(fig, common.plot_path(args, __file__, 'r_med.png'), dpi=120)
 
 
 if __name__ == '__main__':

@@ -9,19 +9,19 @@ Smoothness measure: the share of grid points where a second difference
 along either axis is negative (0 for a convex surface), and the loss at
 the grid's edge relative to the centre.
 
-  python experiments/analysis/skip_landscape.py  (about 4 minutes on 2 cores)
+  python -m experiments.analysis.skip_landscape  (about 4 minutes on 2 cores)
 """
 
 import argparse
-import pathlib
 
-import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
+from experiments import _lib
+from experiments.analysis import common
 from optax_zoo import analysis, training
 from optax_zoo.analysis import plotting
 from optax_zoo.training.stats import mean_ci
@@ -70,9 +70,7 @@ def main(argv=None):
   parser.add_argument('--examples', type=int, default=1000)
   parser.add_argument('--grid', type=int, default=21)
   parser.add_argument('--seeds', type=int, default=3)
-  parser.add_argument(
-    '--plot', default=str(pathlib.Path(__file__).with_suffix('.png'))
-  )
+  common.add_plot_arg(parser)
   args = parser.parse_args(argv)
   data = training.mnist1d()
   coords = jnp.linspace(-1.0, 1.0, args.grid)
@@ -95,8 +93,9 @@ def main(argv=None):
   for ax, (name, surface) in zip(axes, surfaces.items(), strict=True):
     plotting.plot_contour((coords, coords), np.log(surface), ax=ax, levels=25)
     ax.set_title(f'{name}: log training loss (seed 0)')
-  fig.tight_layout()
-  fig.savefig(args.plot, dpi=110)
+  _lib.save_plot(
+    fig, common.plot_path(args, __file__, 'skip_landscape.png'), dpi=110
+  )
 
 
 if __name__ == '__main__':

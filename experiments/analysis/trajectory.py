@@ -9,13 +9,11 @@ examples split in parts of ``--small``, averaged over 4 batches), the
 1-Wasserstein distance between consecutive checkpoints' weight
 distributions and their Euclidean distance, per ``--seeds``.
 
-  python experiments/analysis/trajectory.py  (about 2 minutes on 2 cores)
+  python -m experiments.analysis.trajectory  (about 2 minutes on 2 cores)
 """
 
 import argparse
-import pathlib
 
-import common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +21,8 @@ import optax
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from experiments import _lib
+from experiments.analysis import common
 from optax_zoo import analysis, training
 
 
@@ -83,9 +83,7 @@ def main(argv=None):
   parser.add_argument('--small', type=int, default=32)
   parser.add_argument('--big', type=int, default=1024)
   parser.add_argument('--seeds', type=int, default=3)
-  parser.add_argument(
-    '--plot', default=str(pathlib.Path(__file__).with_suffix('.png'))
-  )
+  common.add_plot_arg(parser)
   args = parser.parse_args(argv)
   data = training.mnist1d()
   runs = [run_seed(s, data, args) for s in range(args.seeds)]
@@ -110,8 +108,9 @@ def main(argv=None):
     if key == 'loss':
       ax.set_yscale('log')
   axes[0].legend()
-  fig.tight_layout()
-  fig.savefig(args.plot, dpi=110)
+  _lib.save_plot(
+    fig, common.plot_path(args, __file__, 'trajectory.png'), dpi=110
+  )
 
 
 if __name__ == '__main__':

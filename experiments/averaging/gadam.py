@@ -1,19 +1,18 @@
 """Gadam and GadamX against Adam and SGD, no early stopping
 (Granziol et al. 2020).
 
-  python experiments/averaging/gadam.py --seeds 10 --steps 1500
+  python -m experiments.averaging.gadam --seeds 10 --steps 1500
 """
 
-import argparse
-
-import common as c
 import optax
 
 import optax_zoo
+from experiments import _lib
+from experiments.averaging import common as c
 from optax_zoo import training
 
 
-def main(seeds: int, steps: int) -> dict:
+def run(seeds: int, steps: int) -> dict:
   data, seeds = training.mnist1d(), list(range(seeds))
   start, epoch = steps // 2, c.STEPS_PER_EPOCH
   configs = {
@@ -28,9 +27,8 @@ def main(seeds: int, steps: int) -> dict:
   }
   res = {}
   for name, tx in configs.items():
-    run = c.Run(tx, data, seeds, steps)
-    avg = c.map_seeds(optax_zoo.eval_params, run.opt_state, run.params)
-    res[name] = c.metrics(run.probs(avg, data.x_test), data.y_test)
+    result = c.train(tx, data, seeds, steps)
+    res[name] = c.metrics(c.probs(result, data.x_test), data.y_test)
   out = {
     'setting': f'MNIST-1D CNN1D, {steps} steps, {len(seeds)} seeds; final '
     'weights (no early stopping); Gadam lr 0.03 and GadamX lr 0.3 (p=1/8; '
@@ -38,24 +36,26 @@ def main(seeds: int, steps: int) -> dict:
     f'constant, averaging every epoch from step {start}; baselines decay '
     'to 1% (swa_schedule)',
     'runs': res,
-    'summary': {k: c.summary(v['accuracy']) for k, v in res.items()},
+    'summary': {k: _lib.summary(v['accuracy']) for k, v in res.items()},
     'paired': {
-      f'{a} - {b}': c.paired(res[a]['accuracy'], res[b]['accuracy'])
+      f'{a} - {b}': _lib.paired(res[a]['accuracy'], res[b]['accuracy'])
       for a in ('gadam', 'gadamx')
       for b in ('adamw_decay', 'sgd_decay')
     },
   }
-  c.save('averaging_gadam', out)
-  c.accuracy_boxplot(res, c.HERE / 'gadam.png')
+  _lib.save('averaging_gadam', out)
+  c.accuracy_boxplot(res, _lib.plot_path(__file__, 'gadam.png'))
   return out
 
 
-if __name__ == '__main__':
-  parser = argparse.ArgumentParser(description=__doc__)
-  c.add_args(parser, steps=1500)
-  args = parser.parse_args()
-  out = main(args.seeds, args.steps)
+def main(argv=None):
+  args = c.parser(__doc__, steps=1500).parse_args(argv)
+  out = run(args.seeds, args.steps)
   for k, s in out['summary'].items():
-    print(f'{k:12s} {c.fmt(s)}')
+    print(f'{k:12s} {_lib.fmt(s)}')
   for k, s in out['paired'].items():
-    print(f'{k:26s} {c.fmt(s)}')
+    print(f'{k:26s} {_lib.fmt(s)}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,19 +1,18 @@
 """SWA against the same SGD run without averaging, SGD with a decaying
 schedule, and Adam (Izmailov et al. 2018, the paper's main claim).
 
-  python experiments/averaging/swa.py --seeds 10 --steps 1500
+  python -m experiments.averaging.swa --seeds 10 --steps 1500
 """
 
-import argparse
-
-import common as c
 import optax
 
 import optax_zoo
+from experiments import _lib
+from experiments.averaging import common as c
 from optax_zoo import training
 
 
-def main(seeds: int, steps: int) -> dict:
+def run(seeds: int, steps: int) -> dict:
   data, seeds = training.mnist1d(), list(range(seeds))
   swa_start, lr = int(0.75 * steps), 0.05
   swa_tx = optax_zoo.swa(
@@ -25,45 +24,42 @@ def main(seeds: int, steps: int) -> dict:
   sgd_tx = optax.sgd(optax_zoo.swa_schedule(lr, lr / 100, steps), momentum=0.9)
   adam_tx = optax.adam(optax_zoo.swa_schedule(3e-3, 3e-5, steps))
   x, y = data.x_test, data.y_test
-  swa_run = c.Run(swa_tx, data, seeds, steps)
+  swa_run = c.train(swa_tx, data, seeds, steps)
   res = {
-    'swa': c.metrics(
-      swa_run.probs(
-        c.map_seeds(optax_zoo.eval_params, swa_run.opt_state, swa_run.params),
-        x,
-      ),
-      y,
-    ),
-    'sgd_same_run': c.metrics(swa_run.probs(swa_run.params, x), y),
+    'swa': c.metrics(c.probs(swa_run, x), y),
+    'sgd_same_run': c.metrics(c.probs(swa_run, x, swa_run.params), y),
   }
   for name, tx in (('sgd_decay', sgd_tx), ('adam_decay', adam_tx)):
-    run = c.Run(tx, data, seeds, steps)
-    res[name] = c.metrics(run.probs(run.params, x), y)
+    res[name] = c.metrics(c.probs(c.train(tx, data, seeds, steps), x), y)
   out = {
     'setting': f'MNIST-1D CNN1D, batch 128, {steps} steps, {len(seeds)} seeds; '
     f'SWA: SGD(m=0.9) lr {lr} -> {lr / 5} (swa_schedule), averaged every '
     f'epoch from step {swa_start}',
     'runs': res,
-    'summary': {k: c.summary(v['accuracy']) for k, v in res.items()},
+    'summary': {k: _lib.summary(v['accuracy']) for k, v in res.items()},
     'swa_minus': {
-      k: c.paired(res['swa']['accuracy'], res[k]['accuracy'])
+      k: _lib.paired(res['swa']['accuracy'], res[k]['accuracy'])
       for k in res
       if k != 'swa'
     },
   }
-  c.save('averaging_swa', out)
+  _lib.save('averaging_swa', out)
   c.accuracy_boxplot(
-    res, c.HERE / 'swa.png', title=f'SWA on MNIST-1D ({len(seeds)} seeds)'
+    res,
+    _lib.plot_path(__file__, 'swa.png'),
+    title=f'SWA on MNIST-1D ({len(seeds)} seeds)',
   )
   return out
 
 
-if __name__ == '__main__':
-  parser = argparse.ArgumentParser(description=__doc__)
-  c.add_args(parser, steps=1500)
-  args = parser.parse_args()
-  out = main(args.seeds, args.steps)
+def main(argv=None):
+  args = c.parser(__doc__, steps=1500).parse_args(argv)
+  out = run(args.seeds, args.steps)
   for k, s in out['summary'].items():
-    print(f'{k:14s} {c.fmt(s)}')
+    print(f'{k:14s} {_lib.fmt(s)}')
   for k, s in out['swa_minus'].items():
-    print(f'swa - {k:14s} {c.fmt(s)}')
+    print(f'swa - {k:14s} {_lib.fmt(s)}')
+
+
+if __name__ == '__main__':
+  main()

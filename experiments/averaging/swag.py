@@ -1,19 +1,18 @@
 """SWAG against SGD and SWA: accuracy, NLL and ECE (Maddox et al. 2019).
 
-python experiments/averaging/swag.py --seeds 10 --steps 1500
+python -m experiments.averaging.swag --seeds 10 --steps 1500
 """
 
-import argparse
 import functools
 
-import common as c
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
 import optax_zoo
+from experiments import _lib
+from experiments.averaging import common as c
 from optax_zoo import training
 from optax_zoo.analysis import (
   expected_calibration_error,
@@ -21,7 +20,7 @@ from optax_zoo.analysis import (
 )
 
 
-def main(seeds: int, steps: int, num_samples: int = 30) -> dict:
+def run(seeds: int, steps: int, num_samples: int = 30) -> dict:
   data, seeds = training.mnist1d(), list(range(seeds))
   swa_start, lr, every_k = int(0.75 * steps), 0.05, c.STEPS_PER_EPOCH // 2
   tx = optax_zoo.swag(
@@ -30,13 +29,11 @@ def main(seeds: int, steps: int, num_samples: int = 30) -> dict:
     start_step=swa_start,
     every_k=every_k,
   )
-  run = c.Run(tx, data, seeds, steps)
+  result = c.train(tx, data, seeds, steps)
   x, y = data.x_test, data.y_test
   probs = {
-    'sgd': run.probs(run.params, x),
-    'swa': run.probs(
-      c.map_seeds(optax_zoo.eval_params, run.opt_state, run.params), x
-    ),
+    'sgd': c.probs(result, x, result.params),
+    'swa': c.probs(result, x),
   }
   for name, diagonal in (('swag', False), ('swag_diag', True)):
     sampler = jax.jit(
@@ -45,7 +42,7 @@ def main(seeds: int, steps: int, num_samples: int = 30) -> dict:
     total = 0.0
     for i in range(num_samples):
       keys = jax.random.split(jax.random.key(i), len(seeds))
-      total = total + run.probs(sampler(run.opt_state, keys), x)
+      total = total + c.probs(result, x, sampler(result.opt_state, keys))
     probs[name] = total / num_samples
   res = {k: c.metrics(p, y) for k, p in probs.items()}
   out = {
@@ -54,15 +51,15 @@ def main(seeds: int, steps: int, num_samples: int = 30) -> dict:
     f'{swa_start}; BMA over {num_samples} samples, scale 0.5',
     'runs': res,
     'summary': {
-      k: {m: c.summary(v[m]) for m in ('accuracy', 'nll', 'ece')}
+      k: {m: _lib.summary(v[m]) for m in ('accuracy', 'nll', 'ece')}
       for k, v in res.items()
     },
     'swag_minus': {
-      k: {m: c.paired(res['swag'][m], res[k][m]) for m in ('nll', 'ece')}
+      k: {m: _lib.paired(res['swag'][m], res[k][m]) for m in ('nll', 'ece')}
       for k in ('sgd', 'swa')
     },
   }
-  c.save('averaging_swag', out)
+  _lib.save('averaging_swag', out)
   pooled = {
     k: expected_calibration_error(
       p.reshape(-1, p.shape[-1]), jnp.tile(jnp.asarray(y), len(seeds))
@@ -71,19 +68,22 @@ def main(seeds: int, steps: int, num_samples: int = 30) -> dict:
   }
   ax = reliability_plot(pooled)
   ax.set_title(f'Reliability, MNIST-1D, {len(seeds)} seeds pooled')
-  plt.tight_layout()
-  plt.savefig(c.HERE / 'swag_reliability.png', dpi=120)
+  _lib.save_plot(ax.figure, _lib.plot_path(__file__, 'swag_reliability.png'))
   return out
 
 
-if __name__ == '__main__':
-  parser = argparse.ArgumentParser(description=__doc__)
-  c.add_args(parser, steps=1500)
-  args = parser.parse_args()
-  out = main(args.seeds, args.steps)
+def main(argv=None):
+  parser = c.parser(__doc__, steps=1500)
+  parser.add_argument('--samples', type=int, default=30, help='BMA samples')
+  args = parser.parse_args(argv)
+  out = run(args.seeds, args.steps, args.samples)
   for k, s in out['summary'].items():
     print(
-      f'{k:10s} acc {c.fmt(s["accuracy"])}  nll {c.fmt(s["nll"], 1, 3)}  '
-      f'ece {c.fmt(s["ece"], 100, 2)}'
+      f'{k:10s} acc {_lib.fmt(s["accuracy"])}  '
+      f'nll {_lib.fmt(s["nll"], 1, 3)}  ece {_lib.fmt(s["ece"], 100, 2)}'
     )
   print(np.round(out['swag_minus']['sgd']['nll']['mean'], 4))
+
+
+if __name__ == '__main__':
+  main()

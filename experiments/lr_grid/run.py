@@ -2,13 +2,16 @@
 
 The registry's `MethodInfo.learning_rate` (the default of `optax-zoo bench`)
 is the grid point with the best mean final test accuracy here; a test checks
-that the two agree. Writes ``experiments/results/lr_grid.json`` after each
-method; a rerun with the same steps and seeds resumes, computing only the
-(method, rate) points the file lacks.
+that the two agree. Any registered method runs, wrappers and methods with
+extra update arguments included (`MethodInfo.build` puts the rate where it
+belongs, the training loop supplies the arguments). Writes
+``experiments/results/lr_grid.json`` after each method; a rerun with the same
+steps and seeds resumes, computing only the (method, rate) points the file
+lacks.
 
-  python experiments/lr_grid/run.py            # ~20 min on 2 CPU cores
-  python experiments/lr_grid/run.py --methods adam,sgd --steps 500
-  python experiments/lr_grid/run.py --model mlp  # lr_grid_mlp.json
+  python -m experiments.lr_grid.run            # ~20 min on 2 CPU cores
+  python -m experiments.lr_grid.run --methods adam,sgd --steps 500
+  python -m experiments.lr_grid.run --model mlp  # lr_grid_mlp.json
 
 The MLP grid (Greydanus' 100-100 MLP) tunes the adaptive experiments' MLP
 runs; the registry follows the CNN grid.
@@ -21,10 +24,10 @@ import pathlib
 import numpy as np
 
 import optax_zoo
+from experiments import _lib
 from optax_zoo import training
 
 GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
-RESULTS = pathlib.Path(__file__).parents[1] / 'results'
 MODELS = {
   'cnn': lambda rngs: training.CNN1D(rngs=rngs),
   'mlp': lambda rngs: training.MLP(40, rngs=rngs),
@@ -32,25 +35,40 @@ MODELS = {
 
 
 def results_path(model: str) -> pathlib.Path:
-  return RESULTS / (
-    'lr_grid.json' if model == 'cnn' else f'lr_grid_{model}.json'
-  )
+  return _lib.result_path('lr_grid' if model == 'cnn' else f'lr_grid_{model}')
 
 
-def main():
+def method_names(methods: str) -> list[str]:
+  """The registry names in ``methods`` ('all' or comma-separated).
+
+  'all' leaves out the methods that must run under a named mapped axis (the
+  distributed ones): a single-device grid cannot train them.
+  """
+  if methods == 'all':
+    return [m.name for m in optax_zoo.methods() if not m.needs_axis_name]
+  return methods.split(',')
+
+
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--methods', default='all')
   parser.add_argument('--steps', type=int, default=2000)
   parser.add_argument('--seeds', type=int, default=2)
   parser.add_argument('--model', choices=sorted(MODELS), default='cnn')
-  parser.add_argument('--out', type=pathlib.Path, default=None)
-  args = parser.parse_args()
-  args.out = args.out or results_path(args.model)
-  names = (
-    [m.name for m in optax_zoo.methods()]
-    if args.methods == 'all'
-    else args.methods.split(',')
+  parser.add_argument(
+    '--rates',
+    type=float,
+    nargs='+',
+    default=GRID,
+    help='the grid points to run (default: the whole grid)',
   )
+  parser.add_argument('--out', type=pathlib.Path, default=None)
+  args = parser.parse_args(argv)
+  args.out = args.out or results_path(args.model)
+  infos = [optax_zoo.get(name) for name in method_names(args.methods)]
+  for info in infos:
+    if info.needs_axis_name:
+      parser.error(f'{info.name} needs a named mapped axis (distributed)')
   data = training.mnist1d()
   config = {
     'model': args.model,
@@ -67,26 +85,24 @@ def main():
     same = ('steps', 'seeds', 'batch_size')
     if all(previous['config'][k] == config[k] for k in same):
       result['accuracy'] = previous['accuracy']
-  for name in names:
-    info = optax_zoo.get(name)
-    accuracy = result['accuracy'].setdefault(name, {})
-    for lr in GRID:
+  for info in infos:
+    accuracy = result['accuracy'].setdefault(info.name, {})
+    for lr in args.rates:
       if str(lr) in accuracy:
         continue
-      histories = training.train_seeds(
+      history = training.train_seeds(
         MODELS[args.model],
         info.build(lr),
         data,
-        seeds=range(args.seeds),
+        seeds=config['seeds'],
         steps=args.steps,
         eval_every=250,
-        desc=f'{name} lr={lr:g}',
-      )
-      accuracy[str(lr)] = float(np.mean([h.final_accuracy for h in histories]))
+        desc=f'{info.name} lr={lr:g}',
+      ).history
+      accuracy[str(lr)] = float(np.mean(history.final_accuracy))
     best = max(accuracy, key=accuracy.get)
-    print(f'{name}: best lr {best} ({accuracy[best]:.3f})', flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    print(f'{info.name}: best lr {best} ({accuracy[best]:.3f})', flush=True)
+    _lib.write_json(args.out, result)
 
 
 if __name__ == '__main__':

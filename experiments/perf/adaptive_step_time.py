@@ -23,13 +23,13 @@ XLA:CPU sizes its thread pool from them and splits large fusions over it,
 PyTorch gets as many ``torch.set_num_threads``. The JSON's ``busy_threads``
 (CPU time over wall time) shows how many each kept busy. On a CPU shared
 with other jobs PyTorch's threads wait on each other at every op (up to 100x
-slower), so time there on one core: ``taskset -c 0 python ...``.
+slower), so time there on one core: ``taskset -c 0 python -m ...``.
 
 Writes ``experiments/results/perf_adaptive.json`` after each method and the
 Markdown table to ``perf_adaptive.md`` next to it (also printed).
 
-  python experiments/perf/adaptive_step_time.py
-  python experiments/perf/adaptive_step_time.py --params 100000 \\
+  python -m experiments.perf.adaptive_step_time
+  python -m experiments.perf.adaptive_step_time --params 100000 \\
       --methods adam,sgd --repeats 2 --steps 3
 """
 
@@ -40,7 +40,6 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
-import json
 import math
 import os
 import pathlib
@@ -56,9 +55,9 @@ import optax
 from tqdm import tqdm
 
 import optax_zoo
+from experiments import _lib
 from optax_zoo._src.test_utils import state_bytes
 
-OUT = pathlib.Path(__file__).resolve().parents[1] / 'results/perf_adaptive.json'
 VOCAB, CLASSES, BLOCKS = 1024, 1000, 4
 # The bandwidth probe streams at least this many floats per array (3 arrays
 # of 64 MiB), more than this machine's L3 cache, so it measures memory.
@@ -348,8 +347,20 @@ def main(argv=None):
   parser.add_argument('--params', type=int, default=10_000_000)
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--steps', type=int, default=20)
-  parser.add_argument('--out', type=pathlib.Path, default=OUT)
+  parser.add_argument(
+    '--min-copy-floats',
+    type=int,
+    default=MIN_COPY_FLOATS,
+    help='floats per array of the bandwidth probe, at least',
+  )
+  parser.add_argument(
+    '--out',
+    type=pathlib.Path,
+    default=None,
+    help='the JSON (default: perf_adaptive.json in the results)',
+  )
   args = parser.parse_args(argv)
+  args.out = args.out or _lib.result_path('perf_adaptive')
   infos = (
     optax_zoo.methods('adaptive')
     if args.methods == 'all'
@@ -364,7 +375,7 @@ def main(argv=None):
   params = random_tree(shapes, seed=0, scale=0.02)
   grads = random_tree(shapes, seed=1, scale=1e-3)
   num_params = sum(p.size for p in jax.tree.leaves(params))
-  copy, copy_bytes = copy_runner(max(num_params, MIN_COPY_FLOATS))
+  copy, copy_bytes = copy_runner(max(num_params, args.min_copy_floats))
   references = {
     'adam': jax_runner(optax.adam(1e-3), params, grads)[0],
     'copy': copy,
@@ -379,7 +390,6 @@ def main(argv=None):
     'machine': machine_info(threads),
     'methods': {},
   }
-  args.out.parent.mkdir(parents=True, exist_ok=True)
   for info in (bar := tqdm(infos, unit='method')):
     bar.set_description(info.name)
     result['methods'][info.name] = benchmark(
@@ -391,9 +401,7 @@ def main(argv=None):
       repeats=args.repeats,
       steps=args.steps,
     )
-    tmp = args.out.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(args.out)
+    _lib.write_json(args.out, result)
   table = markdown(result)
   args.out.with_suffix('.md').write_text(table + '\n')
   print(table)

@@ -7,7 +7,7 @@ including JAX's compilation or PyTorch's graph set-up) and warm (median of
 repeated calls from fresh random starts). Needs torch and pyhessian:
 
   pip install torch==2.13.0 pyhessian==0.1
-  python experiments/perf/hessian_vs_pyhessian.py
+  python -m experiments.perf.hessian_vs_pyhessian
 
 Writes experiments/results/hessian_vs_pyhessian.json.
 """
@@ -26,9 +26,8 @@ import torch
 from flax import nnx
 from pyhessian import hessian as PyHessian
 
+from experiments import _lib
 from optax_zoo import analysis, training
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def torch_mlp(params, sizes):
@@ -59,14 +58,24 @@ def main(argv=None):
   parser.add_argument('--tol', type=float, default=1e-3)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument(
-    '--out', default=str(ROOT / 'results/hessian_vs_pyhessian.json')
+    '--train-steps',
+    type=int,
+    default=300,
+    help='Adam steps before the Hessian is measured',
+  )
+  parser.add_argument(
+    '--out',
+    type=pathlib.Path,
+    default=None,
+    help='the JSON (default: hessian_vs_pyhessian.json in the results)',
   )
   args = parser.parse_args(argv)
+  args.out = args.out or _lib.result_path('hessian_vs_pyhessian')
   torch.set_num_threads(2)
 
   data = training.mnist1d()
   model = training.MLP(data.num_features, args.hidden, rngs=nnx.Rngs(0))
-  training.train(model, optax.adam(1e-3), data, steps=300)
+  training.train(model, optax.adam(1e-3), data, steps=args.train_steps)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   x = data.x_train[: args.examples]
   y = data.y_train[: args.examples]
@@ -128,9 +137,8 @@ def main(argv=None):
     r['cold_speedup_vs_pyhessian'] = (
       results['pyhessian']['cold_s'] / r['cold_s']
     )
-  results['config'] = vars(args)
-  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(args.out).write_text(json.dumps(results, indent=2))
+  results['config'] = {**vars(args), 'out': str(args.out)}
+  _lib.write_json(args.out, results, indent=2)
   print(json.dumps(results, indent=2))
 
 

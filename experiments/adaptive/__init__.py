@@ -1,0 +1,1 @@
+"""Adaptive optimizers, schedules and batch-size rules on MNIST-1D."""

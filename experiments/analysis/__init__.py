@@ -1,0 +1,1 @@
+"""Analysis tools (Hessian spectra, landscapes, noise scale) on trained nets."""

@@ -1,0 +1,1 @@
+"""Iterate averaging and ensembles (SWA, SWAG, FGE, Gadam), MNIST-1D CNN."""

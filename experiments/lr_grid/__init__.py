@@ -1,0 +1,1 @@
+"""The learning-rate grid behind the registry's default rates."""

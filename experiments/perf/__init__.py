@@ -1,0 +1,1 @@
+"""Step-time and speed comparisons, as ratios on one machine."""
