@@ -9,11 +9,12 @@ one definition of each argument:
 
 ``value``
   the batch loss at ``params``: the mean of the per-example losses.
-``value_variance``
+``value_sq_mean``
   the mean of the squared per-example losses (the spread of the losses
   about the target loss 0, which is what KOALA's official training loop
   feeds its filter, ``loss_var = mean(loss ** 2)``; it is not the variance
-  of the losses about their mean).
+  of the losses about their mean). ``value_variance`` is its former name,
+  still supplied (KOALA accepts it, deprecated).
 ``grad_fn``
   ``grad_fn(params, index=0, num_splits=1)``: the gradient of the batch
   loss at other parameters on the same batch (SAM's ascent point, an
@@ -40,7 +41,7 @@ __all__ = ['NAMES', 'PerExampleLossFn', 'supply']
 # where every leaf of ``batch`` has the leading batch axis B.
 PerExampleLossFn = Callable[[Any, Any], jax.Array]
 
-NAMES = ('value', 'value_variance', 'grad_fn')
+NAMES = ('value', 'value_sq_mean', 'value_variance', 'grad_fn')
 
 
 def _batch_size(batch: Any) -> int:
@@ -116,8 +117,8 @@ def supply(
     >>> from optax_zoo._src import extra_args
     >>> loss_fn = lambda p, x: (x * p) ** 2
     >>> extra = extra_args.supply(None, loss_fn, 2.0, jnp.array([1.0, 3.0]))
-    >>> float(extra['value']), float(extra['value_variance'])
-    (20.0, 328.0)
+    >>> float(extra['value']), float(extra['value_sq_mean'])  # of 4 and 36
+    (20.0, 656.0)
     >>> float(extra['grad_fn'](1.0)), float(extra['grad_fn'](1.0, 1, 2))
     (10.0, 18.0)
   """
@@ -127,7 +128,9 @@ def supply(
     raise ValueError(
       f'`names` must be extra update arguments in {NAMES}, got {unknown}.'
     )
-  if losses is None and {'value', 'value_variance'} & set(names):
+  if losses is None and {'value', 'value_sq_mean', 'value_variance'} & set(
+    names
+  ):
     losses = loss_fn(params, batch)
   if losses is not None and jnp.ndim(losses) != 1:
     raise ValueError(
@@ -136,6 +139,7 @@ def supply(
     )
   builders = {
     'value': lambda: jnp.mean(losses),
+    'value_sq_mean': lambda: jnp.mean(jnp.square(losses)),
     'value_variance': lambda: jnp.mean(jnp.square(losses)),
     'grad_fn': lambda: make_grad_fn(loss_fn, batch),
   }
