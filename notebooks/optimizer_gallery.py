@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 import optax_zoo
+from optax_zoo import training
 
 # The test suite sets OPTAX_ZOO_SMALL=1 to run this notebook at a tiny size.
 SMALL = os.environ.get('OPTAX_ZOO_SMALL') == '1'
@@ -97,11 +98,12 @@ def path(info, loss_fn, x0, lr):
 
   def step(carry, _):
     x, state = carry
-    value, grad = jax.value_and_grad(loss_fn)(x)
-    # A deterministic function is a batch of one example: its second moment
-    # of the per-example loss (KOALA's `value_variance`) is value**2.
-    supplied = {'value': value, 'value_variance': value**2}
-    extra = {k: supplied[k] for k in info.extra_args}
+    grad = jax.grad(loss_fn)(x)
+    # The package's one supplier of extra arguments; a deterministic
+    # function is a batch of one example (its loss is a length-1 vector).
+    extra = training.supply_extra_args(
+      info.extra_args, lambda p, _: loss_fn(p)[None], x, jnp.zeros(1)
+    )
     updates, state = tx.update(grad, state, x, **extra)
     x = optax.apply_updates(x, updates)
     return (x, state), x

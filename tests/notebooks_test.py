@@ -32,6 +32,9 @@ def test_ipynb_is_paired_and_stripped(path):
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_at_small_size(path, tmp_path, monkeypatch):
   monkeypatch.setenv('OPTAX_ZOO_SMALL', '1')
+  # Small runs are compile-bound: XLA without most optimizations compiles
+  # them 2-3x faster.
+  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
   monkeypatch.setenv('MPLBACKEND', 'Agg')
   notebook = jupytext.read(path)
   nbclient.NotebookClient(

@@ -1,5 +1,11 @@
-"""Data, models and the training loop for optax_zoo's experiments."""
+"""Data, models and the training loop for optax_zoo's experiments.
 
+`supply_extra_args` is the package's one supplier of extra update arguments
+(``value``, ``value_sq_mean``, ``grad_fn``), which the loop uses; call it to
+feed a method that takes them from a loop of your own.
+"""
+
+from optax_zoo._src.extra_args import supply as supply_extra_args
 from optax_zoo.training.data import (
   Dataset,
   default_cache_dir,
@@ -36,6 +42,7 @@ __all__ = [
   'make_eval_fn',
   'make_train_fn',
   'mnist1d',
+  'supply_extra_args',
   'train',
   'train_seeds',
 ]

@@ -732,7 +732,7 @@ def train_seeds(
     ...   lambda rngs: MLP(64, (32,), rngs=rngs), optax.adam(1e-2), digits(),
     ...   seeds=[0, 1], steps=50)
     >>> result.history.test_accuracy.shape, int(result.history.steps[-1])
-    ((2, 21), 50)
+    ((2, 26), 50)
   """
   points = _check_run_args(data, steps, batch_size, eval_every)
   seeds = list(seeds)
