@@ -3,8 +3,6 @@
 python -m experiments.averaging.swag --seeds 10 --steps 1500
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,13 +34,19 @@ def run(seeds: int, steps: int, num_samples: int = 30) -> dict:
     'swa': c.probs(result, x),
   }
   for name, diagonal in (('swag', False), ('swag_diag', True)):
+    # `params` completes a snapshot that falls on the last step.
     sampler = jax.jit(
-      jax.vmap(functools.partial(optax_zoo.swag_sample, diagonal_only=diagonal))
+      jax.vmap(
+        lambda s, k, p, d=diagonal: optax_zoo.swag_sample(
+          s, k, params=p, diagonal_only=d
+        )
+      )
     )
     total = 0.0
     for i in range(num_samples):
       keys = jax.random.split(jax.random.key(i), len(seeds))
-      total = total + c.probs(result, x, sampler(result.opt_state, keys))
+      sample = sampler(result.opt_state, keys, result.params)
+      total = total + c.probs(result, x, sample)
     probs[name] = total / num_samples
   res = {k: c.metrics(p, y) for k, p in probs.items()}
   out = {
