@@ -157,7 +157,7 @@ fge_tx = optax_zoo.fge(
 fge_model, fge_opt = fit(fge_tx, seed=1)
 fge_state = jax.tree.map(lambda v: v[...], fge_opt.opt_state)
 ensemble = optax_zoo.fge_ensemble_predict(
-  lambda p: probs_of(fge_model, p), fge_state
+  lambda p: probs_of(fge_model, p), fge_state, nnx.state(fge_model, nnx.Param)
 )
 single = probs_of(fge_model, nnx.state(fge_model, nnx.Param))
 print('snapshots:', int(fge_state.n_snapshots))

@@ -89,6 +89,11 @@ def run(
   x, y = data.x_test, data.y_test
   single = c.train(single_tx, data, seeds, steps)
   fge = c.train(fge_tx, data, seeds, steps)
+  if np.any(fge.opt_state.pending):
+    raise ValueError(
+      f'--steps {steps} ends on a snapshot step: the last snapshot would be '
+      'left out; choose a budget that ends off the cycle middle.'
+    )
   n_snap = int(np.asarray(fge.opt_state.n_snapshots)[0])
   member_probs = [
     c.probs(fge, x, c.tree_index(fge.opt_state.snapshots, (slice(None), j)))

@@ -20,7 +20,10 @@ class FGEState(NamedTuple):
 
   Attributes:
     count: steps taken, int32.
-    n_snapshots: snapshots taken so far, int32 (may exceed the buffer).
+    n_snapshots: snapshots stored so far, int32 (may exceed the buffer).
+    pending: whether the parameters after the last step are a snapshot not
+      yet stored (bool): they reach the wrapper as the next update's
+      ``params``; `fge_ensemble_predict` takes them meanwhile.
     snapshots: the last ``num_snapshots`` snapshots, leaves of shape
       ``(num_snapshots, *param.shape)``, a ring buffer.
     inner_state: the inner optimizer's state.
@@ -28,8 +31,20 @@ class FGEState(NamedTuple):
 
   count: jax.Array
   n_snapshots: jax.Array
+  pending: jax.Array
   snapshots: Any
   inner_state: optax.OptState
+
+
+def _store(snapshots: Any, n: Any, due: Any, params: Any):
+  """The buffer and count with ``params`` stored where a snapshot is due."""
+  slot = n % jax.tree.leaves(snapshots)[0].shape[0]
+  snapshots = jax.tree.map(
+    lambda s, p: jnp.where(due, s.at[slot].set(p.astype(s.dtype)), s),
+    snapshots,
+    params,
+  )
+  return snapshots, n + due.astype(jnp.int32)
 
 
 def fge(
@@ -54,6 +69,12 @@ def fge(
   = ``cycle_steps``. `fge_ensemble_predict` averages the snapshots'
   predictions. The state adds ``num_snapshots`` parameter copies.
 
+  The snapshots are the ``params`` the updates are handed, the weights
+  training actually reached, so FGE may sit anywhere in a chain: the weights
+  after step :math:`t` arrive with update :math:`t + 1`, and a snapshot due
+  at the last step waits as ``pending`` until then (pass the parameters to
+  `fge_ensemble_predict` to include it).
+
   Args:
     inner: the optimizer (SGD with the cyclic schedule in the paper).
     cycle_steps: :math:`c`, steps per cycle, an integer >= 2 (static).
@@ -74,7 +95,7 @@ def fge(
     ...   params = optax.apply_updates(params, updates)
     >>> int(state.n_snapshots)  # after steps 1 and 3: 0.9 and 0.729
     2
-    >>> optax_zoo.fge_ensemble_predict(lambda p: p, state)
+    >>> optax_zoo.fge_ensemble_predict(lambda p: p, state, params)
     Array([0.8145], dtype=float32)
 
     After pre-training for ``start_step`` steps at a constant rate, the
@@ -107,6 +128,7 @@ def fge(
     return FGEState(
       count=jnp.zeros([], jnp.int32),
       n_snapshots=jnp.zeros([], jnp.int32),
+      pending=jnp.zeros([], bool),
       snapshots=jax.tree.map(
         lambda p: jnp.zeros((num_snapshots, *p.shape), p.dtype), params
       ),
@@ -119,19 +141,15 @@ def fge(
     updates, inner_state = inner.update(
       updates, state.inner_state, params, **extra_args
     )
-    snap = _tree.is_event(
-      state.count + 1, start_step, cycle_steps, offset=cycle_steps // 2
-    )
-    slot = state.n_snapshots % num_snapshots
-    snapshots = jax.tree.map(
-      lambda s, p, u: jnp.where(snap, s.at[slot].set(p + u), s).astype(s.dtype),
-      state.snapshots,
-      params,
-      updates,
+    snapshots, n_snapshots = _store(
+      state.snapshots, state.n_snapshots, state.pending, params
     )
     return updates, FGEState(
       count=optax.safe_increment(state.count),
-      n_snapshots=state.n_snapshots + snap.astype(jnp.int32),
+      n_snapshots=n_snapshots,
+      pending=_tree.is_event(
+        state.count + 1, start_step, cycle_steps, offset=cycle_steps // 2
+      ),
       snapshots=snapshots,
       inner_state=inner_state,
     )
@@ -140,7 +158,9 @@ def fge(
 
 
 def fge_ensemble_predict(
-  predict_fn: Callable[[Any], jax.Array], opt_state: optax.OptState
+  predict_fn: Callable[[Any], jax.Array],
+  opt_state: optax.OptState,
+  params: Any | None = None,
 ) -> jax.Array:
   """The mean of ``predict_fn`` (probabilities) over the stored snapshots.
 
@@ -150,13 +170,30 @@ def fge_ensemble_predict(
   Args:
     predict_fn: maps weights to class probabilities.
     opt_state: a state holding an `FGEState`.
+    params: the current parameters, which complete a snapshot due at the
+      last step (`FGEState.pending`). Required when one is due; under jit,
+      where that cannot be checked, pass them always.
 
   Returns:
     The ensemble's mean prediction.
+
+  Raises:
+    ValueError: if a snapshot is pending and ``params`` is None (checked
+      where the state is concrete).
   """
   state = _tree.find_state(opt_state, FGEState)
-  size = jax.tree.leaves(state.snapshots)[0].shape[0]
-  preds = jax.lax.map(predict_fn, state.snapshots)
-  filled = jnp.arange(size) < state.n_snapshots
+  # `nnx.Optimizer` wraps state leaves in variables; predict on plain arrays.
+  snapshots = _tree.unwrap(state.snapshots)
+  n, due = _tree.scalar(state.n_snapshots), _tree.scalar(state.pending)
+  if params is not None:
+    snapshots, n = _store(snapshots, n, due, _tree.unwrap(params))
+  elif not isinstance(due, jax.core.Tracer) and bool(due):
+    raise ValueError(
+      '`params` must be given: the last step is a snapshot of fge that '
+      'reaches its state only with the next update.'
+    )
+  size = jax.tree.leaves(snapshots)[0].shape[0]
+  preds = jax.lax.map(predict_fn, snapshots)
+  filled = jnp.arange(size) < n
   w = filled / jnp.sum(filled)
   return jnp.tensordot(w.astype(preds.dtype), preds, axes=1)

@@ -38,6 +38,30 @@ def test_fge_snapshots_at_mid_cycle_with_the_schedule_minimum():
   np.testing.assert_allclose(got, seen[12] + seen[18], rtol=1e-6)
 
 
+def test_fge_snapshots_the_visited_weights_wherever_it_sits():
+  # Before a scale in the chain, FGE's own update is not the step taken:
+  # the snapshots must still be the weights training reached, and one due
+  # at the last step needs the parameters to be counted.
+  tx = optax.chain(
+    optax_zoo.fge(optax.scale_by_adam(), cycle_steps=2, num_snapshots=8),
+    optax.scale(-0.1),
+  )
+  params = jnp.array([1.0])
+  state = tx.init(params)
+  seen = []
+  for _ in range(5):
+    updates, state = tx.update(2 * (params - 3.0), state, params)
+    params = optax.apply_updates(params, updates)
+    seen.append(params)
+  # Snapshots after steps 1, 3 and 5; the last is still pending.
+  expected = (seen[0] + seen[2] + seen[4]) / 3
+  assert not np.allclose(seen[0], seen[2])
+  got = optax_zoo.fge_ensemble_predict(lambda p: p, state, params)
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  with pytest.raises(ValueError, match='`params` must be given'):
+    optax_zoo.fge_ensemble_predict(lambda p: p, state)
+
+
 def test_curve_points_hit_the_ends_and_the_bend():
   a, b, theta = jnp.zeros(2), jnp.ones(2), jnp.array([3.0, -1.0])
   for kind in ('bezier', 'polychain'):
