@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_zoo._src import tree_utils
 from optax_zoo._src import validation as v
 
 __all__ = [
@@ -131,17 +132,21 @@ def _measurement_noise(method, state_r, r, alpha_r, value_sq_mean):
   return alpha_r * state_r + (1 - alpha_r) * sq_mean
 
 
-def _observe(grads, params, value, weight_decay):
+def _observe(grads, params, value, weight_decay, mask):
   """Per leaf: decayed gradient, its squared norm, loss, and participation.
 
-  The loss includes the leaf's L2 term; a leaf takes part unless its raw
-  gradient is near zero (the reference skips those).
+  The loss includes the leaf's L2 term (leaves outside ``mask`` have none);
+  a leaf takes part unless its raw gradient is near zero (the reference
+  skips those).
   """
   value = jnp.asarray(value, jnp.float32)
-  decayed = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+  decay = jax.tree.map(
+    lambda m: weight_decay * float(m), tree_utils.full_mask(mask, params)
+  )
+  decayed = jax.tree.map(lambda g, p, d: g + d * p, grads, params, decay)
   sq_norms = jax.tree.map(_sq_norm, decayed)
   losses = jax.tree.map(
-    lambda p: value + 0.5 * weight_decay * _sq_norm(p), params
+    lambda p, d: value + 0.5 * d * _sq_norm(p), params, decay
   )
   # `not <` rather than `>=`, so that a NaN gradient takes part.
   active = jax.tree.map(
@@ -175,6 +180,8 @@ def scale_by_koala_v(
   r: jax.typing.ArrayLike | None = None,
   alpha_r: jax.typing.ArrayLike = 0.9,
   weight_decay: jax.typing.ArrayLike = 0.0,
+  *,
+  mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""KOALA-V's scaling (Davtyan et al., 2022), without a learning rate.
 
@@ -201,6 +208,8 @@ def scale_by_koala_v(
     r: fixed measurement noise, >= 0, or None to estimate it online.
     alpha_r: decay of the online estimate of :math:`R`, in [0, 1).
     weight_decay: :math:`\lambda`, >= 0: L2 on the loss and in the gain.
+    mask: the leaves that decay: a tree of bools (or a prefix of one), or a
+      function of the params returning it, as `optax.masked`; None: all.
 
   Returns:
     An `optax.GradientTransformationExtraArgs` whose ``update`` takes the
@@ -261,7 +270,9 @@ def scale_by_koala_v(
     )
     r_k = _measurement_noise('koala_v', state.r, r, alpha_r, value_sq_mean)
     sigma_k = state.sigma + q
-    _, sq_norms, losses, active = _observe(updates, params, value, weight_decay)
+    _, sq_norms, losses, active = _observe(
+      updates, params, value, weight_decay, mask
+    )
     s, hh = _innovations(sq_norms, active, sigma_k, r_k)
     out = jax.tree.map(
       lambda g, loss, s, a: (jnp.where(a, loss * sigma_k / s, 0.0) * g).astype(
@@ -288,6 +299,8 @@ def koala_v(
   r: jax.typing.ArrayLike | None = None,
   alpha_r: jax.typing.ArrayLike = 0.9,
   weight_decay: jax.typing.ArrayLike = 0.0,
+  *,
+  mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""KOALA-V (Davtyan et al., 2022): the vanilla Kalman optimizer.
 
@@ -304,6 +317,7 @@ def koala_v(
     alpha_r: decay of the online estimate of the measurement noise, in
       [0, 1).
     weight_decay: L2 on the loss and in the gain, >= 0.
+    mask: the leaves that decay, as in `scale_by_koala_v`; None: all.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`; ``update`` takes the extra
@@ -334,7 +348,7 @@ def koala_v(
   """
   v.check_learning_rate(learning_rate)
   return optax.chain(
-    scale_by_koala_v(sigma, q, r, alpha_r, weight_decay),
+    scale_by_koala_v(sigma, q, r, alpha_r, weight_decay, mask=mask),
     optax.scale_by_learning_rate(learning_rate),
   )
 
@@ -352,6 +366,7 @@ def scale_by_koala_m(
   *,
   learning_rate: optax.ScalarOrSchedule = 1.0,
   mu_dtype: Any | None = None,
+  mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""KOALA-M's step (Davtyan et al., 2022): Kalman filter with momentum.
 
@@ -399,7 +414,8 @@ def scale_by_koala_m(
     weight_decay: :math:`\lambda`, >= 0: L2 on the loss and the gradient.
     learning_rate: :math:`\eta_k`, a float >= 0 or a schedule, which scales
       the gain of both weights and velocities.
-    mu_dtype: dtype of the velocities (None: the params' dtype).
+    mu_dtype: dtype of the velocities (None: the params' dtype), floating.
+    mask: the leaves that decay, as in `scale_by_koala_v`; None: all.
 
   Returns:
     An `optax.GradientTransformationExtraArgs` whose ``update`` takes the
@@ -440,6 +456,7 @@ def scale_by_koala_m(
   v.check_non_negative('qv', qv)
   _check_common(r, alpha_r, weight_decay)
   v.check_learning_rate(learning_rate)
+  v.check_float_dtype('mu_dtype', mu_dtype)
 
   def predict(cov, q_w, params_ema, params):
     """The state-noise estimate and the predicted covariance."""
@@ -493,7 +510,7 @@ def scale_by_koala_m(
     r_k = _measurement_noise('koala_m', state.r, r, alpha_r, value_sq_mean)
     cov = state.cov
     decayed, sq_norms, losses, active = _observe(
-      updates, params, value, weight_decay
+      updates, params, value, weight_decay, mask
     )
     s, hh = _innovations(sq_norms, active, cov[0, 0], r_k)
 
@@ -548,6 +565,7 @@ def koala_m(
   weight_decay: jax.typing.ArrayLike = 0.0,
   *,
   mu_dtype: Any | None = None,
+  mask: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""KOALA-M (Davtyan et al., 2022): the Kalman optimizer with momentum.
 
@@ -566,7 +584,8 @@ def koala_m(
     alpha_r: decay of the online estimate of the measurement noise, in
       [0, 1).
     weight_decay: L2 on the loss and the gradient, >= 0.
-    mu_dtype: dtype of the velocities (None: the params' dtype).
+    mu_dtype: dtype of the velocities (None: the params' dtype), floating.
+    mask: the leaves that decay, as in `scale_by_koala_v`; None: all.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`; ``update`` takes the extra
@@ -610,6 +629,7 @@ def koala_m(
       weight_decay,
       learning_rate=learning_rate,
       mu_dtype=mu_dtype,
+      mask=mask,
     ),
     optax.scale(-1.0),
   )

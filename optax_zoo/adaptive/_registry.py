@@ -526,6 +526,7 @@ ENTRIES = (
       {'sc': 1.0},
       {'a': 1.0},
       {'qw': -1.0},
+      {'mu_dtype': jnp.int32},
       {'qv': -1.0},
     ),
     extra_args=('value', 'value_sq_mean'),
