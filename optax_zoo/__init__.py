@@ -10,7 +10,7 @@ registry's functions.
 import importlib
 from typing import Any
 
-from optax_zoo import adaptive, averaging, schedules
+from optax_zoo import adaptive, averaging, schedules, sharpness
 from optax_zoo.adaptive import *  # noqa: F403
 from optax_zoo.averaging import *  # noqa: F403
 
@@ -21,6 +21,7 @@ from optax_zoo.registry import create as create
 from optax_zoo.registry import get as get
 from optax_zoo.registry import methods as methods
 from optax_zoo.schedules import *  # noqa: F403
+from optax_zoo.sharpness import *  # noqa: F403
 
 __version__ = '0.1.0'
 
@@ -29,12 +30,14 @@ __all__ = sorted(
     *adaptive.__all__,
     *averaging.__all__,
     *schedules.__all__,
+    *sharpness.__all__,
     'MethodInfo',
     'Paper',
     'create',
     'get',
     'methods',
     'schedules',
+    'sharpness',
   }
 )
 
