@@ -256,10 +256,14 @@ def test_returns_the_weights_it_scored(data):
   )
   fast = _accuracy(result.model(evaluated=False), data)
   assert 0.5 < fast != final
-  # The optimizer state continues the run: its average is the one scored.
-  np.testing.assert_array_equal(
+  # The optimizer state continues the run: its average is the one scored
+  # (to rounding: here it is computed op by op, in the loop inside a fused
+  # jitted program, which may differ in the last bit).
+  np.testing.assert_allclose(
     optax_zoo.eval_params(result.opt_state, result.params)['head']['kernel'],
     averaged,
+    rtol=1e-6,
+    atol=0,
   )
 
 
