@@ -12,6 +12,12 @@ from optax_zoo.analysis._calibration import (
   expected_calibration_error,
   negative_log_likelihood,
 )
+from optax_zoo.analysis._flatness import (
+  Flatness,
+  average_sharpness,
+  local_energy,
+  sam_sharpness,
+)
 from optax_zoo.analysis._hessian import (
   Eigenpairs,
   SpectralDensity,
@@ -47,6 +53,7 @@ from optax_zoo.analysis.plotting import reliability_plot
 
 __all__ = [
   'Eigenpairs',
+  'Flatness',
   'Interpolation',
   'NoiseScale',
   'NoiseScaleState',
@@ -54,6 +61,7 @@ __all__ = [
   'ReliabilityData',
   'SpectralDensity',
   'TraceEstimate',
+  'average_sharpness',
   'cka',
   'expected_calibration_error',
   'ggn_vp',
@@ -62,6 +70,7 @@ __all__ = [
   'hessian_trace',
   'hvp',
   'interpolate',
+  'local_energy',
   'loss_surface',
   'negative_log_likelihood',
   'noise_scale_from_norms',
@@ -71,6 +80,7 @@ __all__ = [
   'r_med',
   'random_direction',
   'reliability_plot',
+  'sam_sharpness',
   'spectral_density',
   'top_hessian_eigenvalues',
   'weight_distance',
