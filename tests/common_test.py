@@ -24,11 +24,38 @@ METHODS = [m.name for m in optax_zoo.methods()] + list(_TEST_ONLY)
 LEARNING_RATES = jnp.array([1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
 
 
+# Methods whose parameters carry a leading replica axis (`MethodInfo.replicas`):
+# every common test runs them on that many stacked copies of its problem
+# (`_replicated`), the loss of a toy problem averaged over replicas.
+_REPLICAS = {m.name: m.replicas for m in optax_zoo.methods() if m.replicas}
+_num_replicas = 0  # the running test's, set by `_replica_axis`
+
+
+@pytest.fixture(autouse=True)
+def _replica_axis(request, monkeypatch):
+  callspec = getattr(request.node, 'callspec', None)
+  name = callspec.params.get('name') if callspec else None
+  monkeypatch.setitem(globals(), '_num_replicas', _REPLICAS.get(name, 0))
+
+
+def _replicated(tree):
+  """``tree`` on the running test's replica axis, replica a scaled by
+  1 + a / 2 so that replicas differ (``tree`` itself without one)."""
+  if not _num_replicas:
+    return tree
+  scales = 1 + jnp.arange(_num_replicas) / 2
+  return jax.tree.map(
+    lambda x: (scales.reshape(-1, *[1] * x.ndim) * x).astype(x.dtype), tree
+  )
+
+
 def _params(dtype=jnp.float32):
-  return {
-    'w': jnp.linspace(-1.0, 1.0, 12, dtype=dtype).reshape(3, 4),
-    'b': jnp.array([0.5, -0.25, 0.1, 2.0], dtype=dtype),
-  }
+  return _replicated(
+    {
+      'w': jnp.linspace(-1.0, 1.0, 12, dtype=dtype).reshape(3, 4),
+      'b': jnp.array([0.5, -0.25, 0.1, 2.0], dtype=dtype),
+    }
+  )
 
 
 def _grads(step: int, dtype=jnp.float32):
@@ -87,6 +114,9 @@ def _run(name, tx, params, state, steps, start=0):
 
 def _final_error(name, loss_fn, x0, target, steps):
   info = _info(name)
+  if _num_replicas:
+    x0, one = _replicated(x0), loss_fn
+    loss_fn = lambda x: jnp.mean(jax.vmap(one)(x))
 
   # Cosine decay: layer-wise normalized and sign methods take steps of a
   # fixed size and need a decaying rate to settle, as in their papers.
@@ -95,10 +125,25 @@ def _final_error(name, loss_fn, x0, target, steps):
     return tu.minimize(tx, loss_fn, x0, steps, info.extra_args)
 
   finals = jax.jit(jax.vmap(solve))(LEARNING_RATES)
-  return np.max(np.abs(np.asarray(finals) - np.asarray(target)), axis=1)
+  errors = np.abs(np.asarray(finals) - np.asarray(target))
+  return np.max(errors.reshape(len(LEARNING_RATES), -1), axis=1)
 
 
-@pytest.mark.parametrize('name', METHODS)
+# sphere_sgd keeps the norm the parameters have at init: from the toy
+# problems' start at 0 its sphere is the point 0 (its step, effective_lr *
+# ||x0||^2, is 0), and a sphere through any other start misses minima that
+# are not scale-invariant. strict: a change that lets it move must show.
+_SPHERE_XFAIL = {'sphere_sgd'}
+
+
+def _toy_param(m):
+  if m not in _SPHERE_XFAIL:
+    return m
+  reason = 'sphere_sgd cannot leave its sphere (see above)'
+  return pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
+@pytest.mark.parametrize('name', [_toy_param(m) for m in METHODS])
 def test_converges_on_parabola(name):
   errors = _final_error(
     name, tu.parabola, jnp.zeros(3), tu.PARABOLA_MIN, steps=2000
@@ -127,7 +172,7 @@ _ROSENBROCK_XFAIL = {'pnm', 'adapnm'}
       ),
     )
     if m in _ROSENBROCK_XFAIL
-    else m
+    else _toy_param(m)
     for m in METHODS
   ],
 )
@@ -271,7 +316,7 @@ def test_nan_gradient_is_not_hidden(name):
 @pytest.mark.parametrize('name', METHODS)
 def test_registered_state_memory_matches_measured(name):
   info = _info(name)
-  params = {'w': jnp.zeros((64, 63)), 'b': jnp.zeros(63)}
+  params = _replicated({'w': jnp.zeros((64, 63)), 'b': jnp.zeros(63)})
   n_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
   kwargs = info.example_kwargs(info.learning_rate)
   measured = tu.state_bytes(info.factory(**kwargs).init(params)) / n_bytes
@@ -316,7 +361,7 @@ def test_state_can_be_donated_with_params(name):
   params = _params()
   for init in (tx.init, jax.jit(tx.init)):
     params, _ = step(params, init(params), _grads(0))
-  assert jax.tree.leaves(params)[0].shape == (4,)
+  assert jax.tree.leaves(params)[0].shape == _params()['b'].shape
 
 
 @pytest.mark.parametrize('name', METHODS)

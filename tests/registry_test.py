@@ -88,6 +88,8 @@ def test_registered_learning_rate_is_the_grid_optimum():
   path = ROOT / 'experiments' / 'results' / 'lr_grid.json'
   grid = json.loads(path.read_text())['accuracy']
   for info in optax_zoo.methods():
+    if info.single_model_skip_reason():
+      continue  # the grid cannot train it; its rate comes from its paper
     assert info.name in grid, (
       f'run python -m experiments.lr_grid.run --methods {info.name}'
     )

@@ -41,11 +41,14 @@ def results_path(model: str) -> pathlib.Path:
 def method_names(methods: str) -> list[str]:
   """The registry names in ``methods`` ('all' or comma-separated).
 
-  'all' leaves out the methods that must run under a named mapped axis (the
-  distributed ones): a single-device grid cannot train them.
+  'all' leaves out the methods a single-model, single-device grid cannot
+  train (`MethodInfo.single_model_skip_reason`: the distributed ones and
+  those with replicated parameters).
   """
   if methods == 'all':
-    return [m.name for m in optax_zoo.methods() if not m.needs_axis_name]
+    return [
+      m.name for m in optax_zoo.methods() if not m.single_model_skip_reason()
+    ]
   return methods.split(',')
 
 
@@ -67,8 +70,9 @@ def main(argv=None):
   args.out = args.out or results_path(args.model)
   infos = [optax_zoo.get(name) for name in method_names(args.methods)]
   for info in infos:
-    if info.needs_axis_name:
-      parser.error(f'{info.name} needs a named mapped axis (distributed)')
+    why = info.single_model_skip_reason()
+    if why:
+      parser.error(f'{info.name} {why}')
   data = training.mnist1d()
   config = {
     'model': args.model,

@@ -69,6 +69,9 @@ class MethodInfo:
     extra_args: names of extra `update` arguments the method needs.
     has_eval_params: whether its state defines ``eval_params``.
     needs_axis_name: whether it must run under a named mapped axis.
+    replicas: the size of the leading replica axis every parameter carries
+      with ``example_kwargs`` (Replicated-SGD trains several coupled copies),
+      or 0 for plain parameters.
     deviations: known deviations from the paper or reference, or ''.
     parity: the worst relative deviation from ``reference`` measured by the
       parity tests in ``tests/reference`` (float32, 150 steps), or '' where
@@ -88,6 +91,7 @@ class MethodInfo:
   extra_args: tuple[str, ...] = ()
   has_eval_params: bool = False
   needs_axis_name: bool = False
+  replicas: int = 0
   deviations: str = ''
   parity: str = ''
 
@@ -101,6 +105,22 @@ class MethodInfo:
       'invalid_kwargs',
       tuple(types.MappingProxyType(dict(k)) for k in self.invalid_kwargs),
     )
+
+  def single_model_skip_reason(self) -> str | None:
+    """Why a loop that trains one plain model cannot run it, or None.
+
+    The bench and the learning-rate grid train one model on one device: a
+    method that needs a named axis or replicated parameters is skipped
+    there, with this reason.
+    """
+    if self.needs_axis_name:
+      return 'needs an axis_name, which this single-device loop does not bind'
+    if self.replicas:
+      return (
+        'trains parameters with a leading replica axis, which this '
+        'single-model loop does not build'
+      )
+    return None
 
   def build(
     self, learning_rate: optax.ScalarOrSchedule | None = None, **overrides

@@ -11,6 +11,7 @@ from optax_zoo.training.data import (
   default_cache_dir,
   digits,
   mnist1d,
+  with_label_noise,
 )
 from optax_zoo.training.loop import (
   EvalHook,
@@ -24,7 +25,13 @@ from optax_zoo.training.loop import (
   train,
   train_seeds,
 )
-from optax_zoo.training.models import CNN1D, MLP, ResNet1D
+from optax_zoo.training.models import (
+  CNN1D,
+  MLP,
+  ResNet1D,
+  ScaleInvariantCNN,
+  scale_invariant_mask,
+)
 
 __all__ = [
   'CNN1D',
@@ -34,6 +41,7 @@ __all__ = [
   'History',
   'LossFn',
   'ResNet1D',
+  'ScaleInvariantCNN',
   'TrainResult',
   'TrainState',
   'cross_entropy_loss',
@@ -42,7 +50,9 @@ __all__ = [
   'make_eval_fn',
   'make_train_fn',
   'mnist1d',
+  'scale_invariant_mask',
   'supply_extra_args',
   'train',
   'train_seeds',
+  'with_label_noise',
 ]

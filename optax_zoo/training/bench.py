@@ -337,8 +337,8 @@ def run_bench(
   json_path, png_path = out / 'bench.json', out / 'bench.png'
   bench_start = time.perf_counter()
   for info in infos:
-    if info.needs_axis_name:
-      why = 'needs an axis_name, which this single-device loop does not bind'
+    why = info.single_model_skip_reason()
+    if why:
       log(f'skipping {info.name}: it {why}.')
       result['skipped'][info.name] = why
     else:

@@ -23,7 +23,13 @@ import numpy as np
 
 from optax_zoo._src import validation as v
 
-__all__ = ['Dataset', 'default_cache_dir', 'digits', 'mnist1d']
+__all__ = [
+  'Dataset',
+  'default_cache_dir',
+  'digits',
+  'mnist1d',
+  'with_label_noise',
+]
 
 _MAX_SEED = 2**32 - 1
 _NUM_CLASSES = 10
@@ -213,4 +219,52 @@ def digits(seed: int = 0, *, test_fraction: float = 0.2) -> Dataset:
     y_test=y_test.astype(np.int32),
     num_classes=_NUM_CLASSES,
     name='digits',
+  )
+
+
+def with_label_noise(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
+  """``data`` with symmetric label noise on its training split.
+
+  Exactly ``round(fraction * num_train)`` training examples, drawn without
+  replacement, get a label drawn uniformly from the other classes, so the
+  corrupted fraction is exact and every corrupted label is wrong (the
+  setting of the SAM paper's label-noise experiment). The test labels stay
+  clean; the features are shared with ``data``.
+
+  Args:
+    data: the clean `Dataset`.
+    fraction: the share of training labels to corrupt, in [0, 1].
+    seed: seeds the choice of examples and of their new labels, an integer
+      in [0, 2**32 - 1].
+
+  Returns:
+    A new `Dataset` named ``f'{data.name}-noise{fraction:g}'``.
+
+  Example:
+    >>> from optax_zoo.training import digits
+    >>> from optax_zoo.training.data import with_label_noise
+    >>> clean = digits()
+    >>> noisy = with_label_noise(clean, 0.2, seed=0)
+    >>> float((noisy.y_train != clean.y_train).mean().round(3))
+    0.2
+    >>> bool((noisy.y_test == clean.y_test).all())
+    True
+  """
+  v.check_in_range('fraction', fraction, 0.0, 1.0, high_inclusive=True)
+  v.check_int('seed', seed, minimum=0, maximum=_MAX_SEED)
+  if data.num_classes < 2:
+    raise ValueError(
+      f'`data` must have at least 2 classes to flip labels, got '
+      f'{data.num_classes}.'
+    )
+  rng = np.random.default_rng(seed)
+  labels = data.y_train.copy()
+  n = len(labels)
+  chosen = rng.choice(n, size=round(float(fraction) * n), replace=False)
+  # An offset in [1, num_classes) moves each chosen label to another class,
+  # uniformly.
+  offset = rng.integers(1, data.num_classes, size=chosen.size)
+  labels[chosen] = (labels[chosen] + offset) % data.num_classes
+  return dataclasses.replace(
+    data, y_train=labels.astype(np.int32), name=f'{data.name}-noise{fraction:g}'
   )

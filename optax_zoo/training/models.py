@@ -15,7 +15,13 @@ from flax import nnx
 
 from optax_zoo._src.validation import check_in_range
 
-__all__ = ['CNN1D', 'MLP', 'ResNet1D']
+__all__ = [
+  'CNN1D',
+  'MLP',
+  'ResNet1D',
+  'ScaleInvariantCNN',
+  'scale_invariant_mask',
+]
 
 
 class MLP(nnx.Module):
@@ -202,3 +208,123 @@ class ResNet1D(nnx.Module):
     for block in self.blocks:
       h = block(h)
     return self.head(h.mean(axis=1))
+
+
+def _max_pool2(h: jax.Array) -> jax.Array:
+  """Max over windows of 2 along the length, stride 2 (an odd end dropped)."""
+  n, length, c = h.shape
+  half = length // 2
+  return h[:, : 2 * half].reshape(n, half, 2, c).max(axis=2)
+
+
+class ScaleInvariantCNN(nnx.Module):
+  """A 1-D CNN whose loss depends only on the directions of its kernels.
+
+  The MNIST-1D counterpart of the ``ConvNetSI`` of Kodryan et al. (2022,
+  tipt0p/three_regimes_on_the_sphere, ``nets/convnet_si.py``): blocks of a
+  convolution without bias (kernel 3, padding 1), BatchNorm without affine
+  parameters and ReLU; the first block keeps the width ``channels``, each
+  of the ``depth`` blocks after it doubles the width and max-pools by 2
+  (length 40 -> 20 -> 10 -> 5 at depth 3), then a global max pool and a
+  linear head. Its kernel is rescaled at init to the Frobenius norm
+  ``head_norm`` (their ``--init_scale 10``), and it is meant to stay frozen.
+
+  With the head fixed, the training-mode loss (BatchNorm on batch
+  statistics) is invariant to scaling each convolution kernel, indeed each
+  of its output filters, up to BatchNorm's epsilon; `scale_invariant_mask`
+  selects those kernels. To train on the sphere with a frozen head::
+
+    tx = optax_zoo.sphere_sgd(
+      effective_lr=1e-2, mask=scale_invariant_mask, learning_rate=0.0)
+
+  (``learning_rate=0.0`` is the reference's ``--noninvlr 0``: the leaves
+  outside the mask, the head, do not move). With another optimizer, freeze
+  the head with a partition, e.g. ``optax.multi_transform({True: tx, False:
+  optax.set_to_zero()}, scale_invariant_mask)``.
+
+  Deviations from ``ConvNetSI``: 1-D convolutions on ``(batch, 40)``
+  inputs, one block fewer for the short signal (its first block has no
+  pooling either), Flax's initialization (LeCun normal) and BatchNorm
+  momentum 0.9 (PyTorch's running-average rate).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from optax_zoo.training import ScaleInvariantCNN, scale_invariant_mask
+    >>> model = ScaleInvariantCNN(rngs=nnx.Rngs(0))
+    >>> model(jnp.ones((2, 40))).shape
+    (2, 10)
+    >>> mask = scale_invariant_mask(nnx.state(model, nnx.Param))
+    >>> sum(jax.tree.leaves(mask)), len(jax.tree.leaves(mask))
+    (4, 6)
+  """
+
+  def __init__(
+    self,
+    num_classes: int = 10,
+    *,
+    channels: int = 8,
+    depth: int = 3,
+    head_norm: float | None = 10.0,
+    rngs: nnx.Rngs,
+  ):
+    widths = [channels * 2**i for i in range(depth + 1)]
+    self.convs = nnx.List(
+      [
+        nnx.Conv(
+          a,
+          b,
+          (3,),
+          padding=((1, 1),),
+          use_bias=False,
+          conv_general_dilated=_conv1d_as_matmul,
+          rngs=rngs,
+        )
+        for a, b in zip([1, *widths[:-1]], widths, strict=True)
+      ]
+    )
+    self.norms = nnx.List(
+      [
+        nnx.BatchNorm(
+          w, use_bias=False, use_scale=False, momentum=0.9, rngs=rngs
+        )
+        for w in widths
+      ]
+    )
+    self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+    if head_norm is not None:
+      kernel = self.head.kernel
+      kernel[...] = kernel[...] * (head_norm / jnp.linalg.norm(kernel[...]))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = x[..., None]
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+      h = nnx.relu(norm(conv(h)))
+      if i:
+        h = _max_pool2(h)
+    return self.head(h.max(axis=1))
+
+
+def scale_invariant_mask(params):
+  """The scale-invariant leaves of `ScaleInvariantCNN` parameters.
+
+  True for every ``kernel`` outside the ``head``: the convolutions that feed
+  a BatchNorm without affine parameters. Works on the `nnx.State` of
+  ``nnx.Param`` (what `optax_zoo.training` and `nnx.Optimizer` hand an
+  optimizer) or any tree with those names in its paths, and gives the mask
+  of `optax_zoo.sphere_sgd`.
+
+  Args:
+    params: the model's parameters.
+
+  Returns:
+    A tree of Python bools with the structure of ``params``.
+  """
+
+  def names(path):
+    return [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path]
+
+  return jax.tree_util.tree_map_with_path(
+    lambda path, _: 'kernel' in names(path) and 'head' not in names(path),
+    params,
+  )
