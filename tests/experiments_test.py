@@ -136,6 +136,61 @@ TINY = {
     {'hessian_vs_pyhessian': ['pyhessian', 'power', 'lanczos', 'config']},
     False,
   ),
+  'sharpness.entropy_replicated': (
+    '--grads 6 --seeds 2 --rates 0.1 --samples 2 --langevin-steps 2 '
+    '--replicas 2 --flat-batch 1000',
+    {
+      'sharpness_entropy_replicated': [
+        'runs',
+        'grid',
+        'summary',
+        'paired_vs_sgd',
+        'correlation',
+        'setting',
+      ]
+    },
+    True,
+  ),
+  'sharpness.sam': (
+    '--steps 2 --seeds 2 --rates 0.1 --rhos 0.05 --noise 0.2 --m 128 '
+    '--methods sgd --cost-steps 2 --cost-repeats 1',
+    {
+      'sharpness_sam': [
+        'steps',
+        'seeds',
+        'batch_size',
+        'model',
+        'runs',
+        'rates',
+        'rhos',
+        'noise',
+        'm',
+        'setting',
+        'chosen',
+        'summary',
+        'vs_sgd',
+        'm_sharpness',
+        'cost',
+      ]
+    },
+    True,
+  ),
+  'sharpness.sphere': (
+    '--steps 4 --seeds 2 --elrs 0.01 --channels 2',
+    {
+      'sharpness_sphere': [
+        'steps',
+        'seeds',
+        'channels',
+        'batch_size',
+        'runs',
+        'setting',
+        'classification',
+        'summary',
+      ]
+    },
+    True,
+  ),
 }
 
 # Launchers whose results may hold NaN at this size: they run one seed (one
