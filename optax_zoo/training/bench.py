@@ -46,7 +46,7 @@ __all__ = [
   'table',
 ]
 
-DEFAULT_METHODS = ('adam', 'adamw', 'nadam', 'radam', 'lookahead', 'sgd')
+DEFAULT_METHODS = ('adam', 'adamw', 'nadam', 'radam', 'lookahead', 'sam', 'sgd')
 MODELS = ('cnn', 'mlp', 'resnet')
 DATASETS = ('mnist1d', 'digits')
 _VERSIONED = (
