@@ -11,7 +11,6 @@ import json
 import math
 import pkgutil
 
-import jax
 import pytest
 
 import experiments
@@ -202,20 +201,6 @@ MAY_HOLD_NAN = {
   'analysis.skip_landscape',
   'analysis.trajectory',
 }
-
-
-@pytest.fixture(autouse=True)
-def _compile_fast():
-  """XLA without most optimizations: smoke runs are compile-bound.
-
-  It compiles a tiny MNIST-1D CNN run 2-3x faster (a 4-step run of 2 seeds:
-  3.4 s -> 1.9 s). Only these smoke tests use it: numbers, such as the
-  parity figures, are measured with the default compiler.
-  """
-  previous = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
 
 
 def _launchers() -> list[str]:
