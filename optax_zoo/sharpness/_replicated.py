@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_zoo._src import tree_utils
 from optax_zoo._src import validation as v
 
 __all__ = [
@@ -190,21 +191,29 @@ class ReplicatedState(NamedTuple):
     count: steps taken, int32 (what a ``coupling`` schedule reads).
     inner_state: ``inner``'s state, one per replica (vmapped: every leaf
       has the leading replica axis).
+    replicated: an int8 scalar per parameter leaf it trains (an
+      `optax.MaskedNode` where an `optax.masked` or `optax.multi_transform`
+      branch leaves a leaf out), so `eval_params` centres only those.
   """
 
   count: jax.Array
   inner_state: optax.OptState
+  replicated: Any
 
   def eval_params(self, params: Any) -> Any:
     """The centre of mass, broadcast to every replica (params' shapes).
 
     `optax_zoo.eval_params` returns trees shaped like the parameters, so
     every replica slot holds the centre: evaluate replica 0 of it, or use
-    `replica_mean` for the unreplicated centre.
+    `replica_mean` for the unreplicated centre. Leaves this transform does
+    not train (outside its `optax.masked` or `optax.multi_transform`
+    branch) come back as they are.
     """
-    return jax.tree.map(
-      lambda p: jnp.broadcast_to(_mean_leaf(p), jnp.shape(p)).astype(p.dtype),
+    return tree_utils.map_params(
+      lambda p, _: jnp.broadcast_to(_mean_leaf(p), jnp.shape(p)),
       params,
+      self.replicated,
+      same_shapes=False,
     )
 
 
@@ -327,7 +336,9 @@ def replicated_sgd(
   def init_fn(params: Any) -> ReplicatedState:
     _check_replica_axis(params, n)
     return ReplicatedState(
-      count=jnp.zeros([], jnp.int32), inner_state=jax.vmap(inner.init)(params)
+      count=jnp.zeros([], jnp.int32),
+      inner_state=jax.vmap(inner.init)(params),
+      replicated=jax.tree.map(lambda _: jnp.zeros([], jnp.int8), params),
     )
 
   def update_fn(updates, state, params=None, **extra):
@@ -348,7 +359,9 @@ def replicated_sgd(
 
     new_updates, inner_state = jax.vmap(one)(coupled, state.inner_state, params)
     return new_updates, ReplicatedState(
-      count=optax.safe_increment(state.count), inner_state=inner_state
+      count=optax.safe_increment(state.count),
+      inner_state=inner_state,
+      replicated=state.replicated,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -21,8 +21,15 @@ NAN_STEP = 7
 LABELS = {'a': 'avg', 'b': 'other'}
 
 
-def _params():
-  return {'a': jnp.linspace(-1.0, 1.0, 3), 'b': jnp.array([0.5, -0.5])}
+def _params(name=None):
+  """The test's parameters; for a method with replicated parameters
+  (`MethodInfo.replicas`) that many distinct copies on a leading axis."""
+  params = {'a': jnp.linspace(-1.0, 1.0, 3), 'b': jnp.array([0.5, -0.5])}
+  replicas = optax_zoo.get(name).replicas if name else 0
+  if not replicas:
+    return params
+  scales = 1.0 + jnp.arange(replicas) / 2
+  return jax.tree.map(lambda x: scales[:, None] * x, params)
 
 
 def _grads(params, i):
@@ -108,7 +115,7 @@ def test_eval_params_through_combinator(name, combinator):
   tx, options, partition = _combinators(name)[combinator]
   skip = options.get('skip')
   every = 2 if combinator == 'multi_steps' else 1
-  params, state = _train(tx, _params(), nan_step=skip)
+  params, state = _train(tx, _params(name), nan_step=skip)
   got = optax_zoo.eval_params(state, params)
 
   assert jax.tree.structure(got) == jax.tree.structure(params)
@@ -116,11 +123,11 @@ def test_eval_params_through_combinator(name, combinator):
   assert jax.tree.map(dtype, got) == jax.tree.map(dtype, params)
   method = optax_zoo.get(name).build()
   if partition:
-    want, trained = _reference(method, {'a': _params()['a']}, skip=skip)
+    want, trained = _reference(method, {'a': _params(name)['a']}, skip=skip)
     # The part no branch averages comes back as trained.
     tu.assert_trees_equal(got['b'], params['b'])
   else:
-    want, trained = _reference(method, _params(), every=every, skip=skip)
+    want, trained = _reference(method, _params(name), every=every, skip=skip)
     tu.assert_trees_close(got['b'], want['b'], rtol=1e-5, atol=1e-6)
   tu.assert_trees_close(trained['a'], params['a'], rtol=1e-5, atol=1e-6)
   tu.assert_trees_close(got['a'], want['a'], rtol=1e-5, atol=1e-6)
