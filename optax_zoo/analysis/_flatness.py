@@ -9,6 +9,10 @@ data set is traversed inside one compiled program. (The curvature tools take
 an iterable of batches instead; stack one with
 ``jax.tree.map(lambda *xs: jnp.stack(xs), *batch_list)``.)
 
+A non-finite gradient or loss gives a NaN measure, never a flat one.
+Low-precision parameters are perturbed and measured in float32 (the model
+runs in their dtype).
+
 Every measure works on the flattened parameter vector
 (`jax.flatten_util.ravel_pytree`), so any pytree (a Flax NNX ``nnx.State``
 included) works, and every one is jittable: the integer options (``steps``,
@@ -150,14 +154,28 @@ def _mean_value_and_grad(loss_fn, unravel, flat, batches):
 
 
 def _unit(x):
+  """``x / ||x||``; 0 for a zero ``x``; NaN for a non-finite one (a NaN
+  gradient must not read as a flat point)."""
   norm = jnp.linalg.norm(x)
-  ok = norm > 0
-  return jnp.where(ok, x / jnp.where(ok, norm, 1), 0)
+  safe = jnp.where(norm > 0, norm, 1)
+  return jnp.where(jnp.isfinite(norm), x / safe, jnp.nan)
 
 
 def _project(u, rho):
   norm = jnp.linalg.norm(u)
-  return u * jnp.minimum(1, rho / jnp.where(norm > 0, norm, 1))
+  scale = jnp.minimum(1, rho / jnp.where(norm > 0, norm, 1))
+  return u * jnp.where(jnp.isfinite(norm), scale, jnp.nan)
+
+
+def _ravel(params):
+  """The flat parameter vector, at least float32, and its unravel.
+
+  The measures add perturbations of size ``rho`` or ``sigma`` and sum losses
+  over batches: in bfloat16 both would round away. ``unravel`` casts back
+  to the parameters' dtypes, so the model runs as it trains.
+  """
+  flat, unravel = ravel_pytree(params)
+  return flat.astype(jnp.promote_types(flat.dtype, jnp.float32)), unravel
 
 
 def _ascent(value_and_grad, flat, scale, rho, step_size, u0, steps):
@@ -202,7 +220,7 @@ def _sam_impl(
   m,
   random,
 ):
-  flat, unravel = ravel_pytree(params)
+  flat, unravel = _ravel(params)
   dtype = flat.dtype
   rho = jnp.asarray(rho, dtype)
   step_size = jnp.asarray(step_size, dtype)
@@ -392,7 +410,7 @@ def sam_sharpness(
 
 @functools.partial(jax.jit, static_argnames=('loss_fn', 'num_samples', 'noise'))
 def _noise_impl(loss_fn, params, batches, sigma, key, *, num_samples, noise):
-  flat, unravel = ravel_pytree(params)
+  flat, unravel = _ravel(params)
   sigma = jnp.asarray(sigma, flat.dtype)
   scale = {'plain': 1.0, 'adaptive': jnp.abs(flat), 'multiplicative': flat}[
     noise

@@ -125,14 +125,21 @@ def entropy_sgd(
   Args:
     inner: the outer optimizer, applied to :math:`x - \mu`; the reference
       uses Nesterov momentum 0.9 (``optax_zoo.sgd(lr, momentum=0.9,
-      nesterov=True)``; chain `optax.add_decayed_weights` before it for the
-      reference's weight decay on the outer step).
+      nesterov=True)``). For the reference's weight decay on the outer
+      step, put it inside: ``inner = optax.chain(optax.add_decayed_weights(
+      wd), optax_zoo.sgd(...))``. A transform chained before
+      ``entropy_sgd`` only changes the gradient at :math:`x`, which the step
+      does not use, so it is silently lost.
     langevin_steps: :math:`L`, Langevin steps per outer step, an int >= 1.
     gamma: the scope :math:`\gamma > 0`, the coupling of the Langevin
       iterates to :math:`x` (the reference's ``g0``; its training script
       defaults to 1e-4, its README's CIFAR-10 run uses 0.03).
     scoping: :math:`\ge 0`, the growth of the scope per outer step
-      (``g1``); 0 keeps :math:`\gamma` fixed.
+      (``g1``); 0 keeps :math:`\gamma` fixed. The scope grows without
+      bound, as in the paper and the Lua original: the Langevin loop is
+      stable while :math:`\gamma_t \eta' < 2`, which the defaults (0.03,
+      1e-3, 0.1) cross after about 6,500 outer steps; for longer runs lower
+      ``scoping`` or ``langevin_lr``.
     langevin_lr: :math:`\eta' > 0`, the Langevin step size (0.1 hard-coded
       in the reference).
     noise: :math:`\epsilon \ge 0`, the Langevin noise scale (``eps``); the

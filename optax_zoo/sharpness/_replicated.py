@@ -322,7 +322,10 @@ def replicated_sgd(
     * The reference's weight decay is applied to the loss averaged over
       replicas and then scaled by its ``lr *= y`` (an effective decay of
       ``y * weight_decay``); put the decay in ``inner`` for the decay you
-      ask for.
+      ask for. A transform chained before ``replicated_sgd`` sees the
+      stacked replicas: a weight decay there is multiplied by R (the step
+      scales the gradient by R), a global-norm clip takes one norm over
+      all replicas.
     * The reference's option of an explicit trained centre
       (``use_center``) and its coupling every ``gtime`` steps are not
       provided.

@@ -206,6 +206,11 @@ def sam(
   then not used: a non-finite value in it does not reach the step, while one
   in a part's gradient does).
 
+  Put it first in a chain, and clipping or weight decay inside ``inner`` or
+  the loss: the step uses the ascent gradient from ``grad_fn``, so a
+  transform chained before ``sam`` (``optax.chain(clip, sam(...))``) only
+  changes the clean gradient and is otherwise silently lost.
+
   Under `optax.MultiSteps`, the perturbation uses the gradient accumulated
   over the micro-batches but ``grad_fn`` is the last micro-batch's: the
   ascent gradient is taken on that micro-batch only.

@@ -442,3 +442,35 @@ def test_zero_gradient_gives_zero_perturbation_not_nan():
     loss_fn, jnp.zeros(3), batches, rho=0.1, key=jax.random.key(0)
   )
   np.testing.assert_allclose(out.value, 0.005, rtol=1e-5)
+
+
+def _sqrt_loss(w, batch):
+  # The where-gradient trap: at w = 0 the unused branch's derivative is inf,
+  # and inf * 0 gives a NaN gradient.
+  root = jnp.where(w > 0, jnp.sqrt(w), 0.0)
+  return jnp.sum(root) + jnp.sum(w**2) + 0 * jnp.sum(batch)
+
+
+@pytest.mark.parametrize('kwargs', [{}, {'steps': 3}, {'m': 1}])
+def test_nan_gradient_gives_nan_not_a_flat_point(kwargs):
+  w = jnp.array([0.0, 1.0, 2.0])
+  assert np.isnan(jax.grad(lambda x: _sqrt_loss(x, 0.0))(w)).any()
+  result = analysis.sam_sharpness(
+    _sqrt_loss, w, jnp.ones((1, 2, 3)), rho=0.1, **kwargs
+  )
+  assert np.isnan(result.value)
+
+
+def test_bfloat16_params_are_measured_in_float32():
+  loss = lambda w, b: jnp.sum(w.astype(jnp.float32) ** 2) + 0 * jnp.sum(b)
+  batches, key = jnp.ones((2, 2, 3)), jax.random.key(0)
+  for dtype in (jnp.bfloat16, jnp.float32):
+    w = jnp.ones(3, dtype)
+    sam = analysis.sam_sharpness(loss, w, batches, rho=0.1, m=1, steps=2)
+    noisy = analysis.local_energy(
+      loss, w, batches, sigma=0.1, key=key, num_samples=8
+    )
+    assert sam.value.dtype == noisy.value.dtype == jnp.float32
+    # L(w + e) - L(w) for e = rho g / |g|, w = 1: 2 rho sqrt(3) + rho^2,
+    # to the bfloat16 rounding of w + e.
+    np.testing.assert_allclose(sam.value, 0.2 * 3**0.5 + 0.01, rtol=2e-2)
