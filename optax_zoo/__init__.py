@@ -10,9 +10,10 @@ registry's functions.
 import importlib
 from typing import Any
 
-from optax_zoo import adaptive, averaging, schedules, sharpness
+from optax_zoo import adaptive, averaging, privacy, schedules, sharpness
 from optax_zoo.adaptive import *  # noqa: F403
 from optax_zoo.averaging import *  # noqa: F403
+from optax_zoo.privacy import *  # noqa: F403
 
 # Redundant aliases mark the re-exports (__all__ below is computed).
 from optax_zoo.registry import MethodInfo as MethodInfo
@@ -29,6 +30,7 @@ __all__ = sorted(
   {
     *adaptive.__all__,
     *averaging.__all__,
+    *privacy.__all__,
     *schedules.__all__,
     *sharpness.__all__,
     'MethodInfo',
@@ -36,6 +38,7 @@ __all__ = sorted(
     'create',
     'get',
     'methods',
+    'privacy',
     'schedules',
     'sharpness',
   }

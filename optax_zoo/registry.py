@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 # The subpackages with methods; each has ``_registry.ENTRIES``.
-SUBPACKAGES = ('adaptive', 'averaging', 'sharpness')
+SUBPACKAGES = ('adaptive', 'averaging', 'sharpness', 'privacy')
 
 _REGISTRY: dict[str, MethodInfo] = {}
 
