@@ -170,12 +170,12 @@ def entropy_sgd(
 
   Example:
     A step of a training loop: the batch holds ``L`` minibatches, and
-    `optax_zoo._src.extra_args.supply` builds ``grad_fn`` from the
+    `optax_zoo.training.supply_extra_args` builds ``grad_fn`` from the
     per-example loss and the batch (`optax_zoo.training.make_train_fn` does
     the same every step).
 
     >>> import jax, jax.numpy as jnp, optax, optax_zoo
-    >>> from optax_zoo._src import extra_args
+    >>> from optax_zoo.training import supply_extra_args
     >>> x = jax.random.normal(jax.random.key(1), (4 * 8, 3))  # L * m
     >>> batch = (x, x @ jnp.array([1.0, -2.0, 0.5]))
     >>> loss_fn = lambda w, b: (b[0] @ w - b[1]) ** 2  # per-example losses
@@ -186,7 +186,7 @@ def entropy_sgd(
     >>> state = tx.init(w)
     >>> for _ in range(100):
     ...   grads = jax.grad(lambda w: loss_fn(w, batch).mean())(w)
-    ...   extra = extra_args.supply(['grad_fn'], loss_fn, w, batch)
+    ...   extra = supply_extra_args(['grad_fn'], loss_fn, w, batch)
     ...   updates, state = tx.update(grads, state, w, **extra)
     ...   w = optax.apply_updates(w, updates)
     >>> bool(jnp.allclose(w, jnp.array([1.0, -2.0, 0.5]), atol=1e-3))

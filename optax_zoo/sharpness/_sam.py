@@ -132,7 +132,7 @@ def _sharpness_wrapper(
       raise ValueError(
         f'{name} needs `grad_fn` in update(): grad_fn(params, index=0, '
         'num_splits=1) -> the batch gradient at other parameters, as '
-        'optax_zoo._src.extra_args.supply builds it (the training loop '
+        'optax_zoo.training.supply_extra_args builds it (the training loop '
         'passes it every step).'
       )
     if skip is not None and _is_zero(skip):
@@ -236,13 +236,13 @@ def sam(
 
   Example:
     >>> import jax, jax.numpy as jnp, optax_zoo
-    >>> from optax_zoo._src import extra_args
+    >>> from optax_zoo.training import supply_extra_args
     >>> loss_fn = lambda p, x: (x - p) ** 2  # per-example losses
     >>> batch = jnp.array([1.0, 3.0])
     >>> tx = optax_zoo.sam(optax_zoo.sgd(0.1), rho=0.05)
     >>> params = jnp.array(0.0)
     >>> state = tx.init(params)
-    >>> extra = extra_args.supply(['grad_fn'], loss_fn, params, batch)
+    >>> extra = supply_extra_args(['grad_fn'], loss_fn, params, batch)
     >>> grads = extra['grad_fn'](params)  # the clean gradient, -4
     >>> updates, state = tx.update(grads, state, params, **extra)
     >>> updates  # -0.1 * (the gradient at 0 - 0.05, -4.1)
