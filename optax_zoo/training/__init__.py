@@ -32,6 +32,7 @@ from optax_zoo.training.models import (
   ScaleInvariantCNN,
   scale_invariant_mask,
 )
+from optax_zoo.training.private import PrivateTrainResult, train_private
 
 __all__ = [
   'CNN1D',
@@ -40,6 +41,7 @@ __all__ = [
   'EvalHook',
   'History',
   'LossFn',
+  'PrivateTrainResult',
   'ResNet1D',
   'ScaleInvariantCNN',
   'TrainResult',
@@ -53,6 +55,7 @@ __all__ = [
   'scale_invariant_mask',
   'supply_extra_args',
   'train',
+  'train_private',
   'train_seeds',
   'with_label_noise',
 ]
