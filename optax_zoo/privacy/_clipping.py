@@ -271,6 +271,7 @@ def model_clipped_grad_sum(
   keep_batch_dim: bool = False,
   key: jax.Array | None = None,
   method: str = 'vmap',
+  nonfinite_fallback: bool = True,
 ) -> tuple[nnx.State, ClipStats]:
   r"""`clipped_grad_sum` for a Flax NNX model.
 
@@ -295,6 +296,13 @@ def model_clipped_grad_sum(
       layer it does not support) or ``'auto'`` (ghost when every
       parameterized layer is supported and ``per_layer`` is False, vmap
       otherwise).
+    nonfinite_fallback: for ghost clipping, redo a step whose weighted sum is
+      still non-finite by the vmap path (see `ghost_clipped_grad_sum`). The
+      fallback branch is compiled into every step: on the MLP benchmark it
+      costs ~1.7x throughput and XLA reserves its buffers
+      (``experiments/perf/private_throughput.py``). False skips it; the
+      rare step it would repair then comes back non-finite (never silently
+      finite).
 
   Returns:
     ``(grad_sum, stats)``: an ``nnx.State`` shaped like ``nnx.state(model,
@@ -333,6 +341,7 @@ def model_clipped_grad_sum(
         per_layer=per_layer,
         keep_batch_dim=keep_batch_dim,
         key=key,
+        nonfinite_fallback=nonfinite_fallback,
       )
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
