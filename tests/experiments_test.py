@@ -135,6 +135,22 @@ TINY = {
     {'hessian_vs_pyhessian': ['pyhessian', 'power', 'lanczos', 'config']},
     False,
   ),
+  'perf.private_throughput': (
+    '--steps 2 --repeats 1 --batch 8 --models mlp '
+    '--runners nonprivate,ghost,opacus_hooks,opacus_ghost',
+    {'perf_private': ['config', 'machine', 'models']},
+    False,
+  ),
+  'privacy.audit': (
+    '--canaries 20 --steps 3 --real-examples 200 --seeds 1 --hidden 8',
+    {'privacy_audit': ['config', 'runs', 'summary', 'audit_passes', 'setting']},
+    True,
+  ),
+  'privacy.accuracy': (
+    '--steps 4 --seeds 2 --epsilons 8 --rates 0.3 --pld-discretization 0.1',
+    {'privacy_accuracy': ['steps', 'seeds', 'runs', 'summary', 'setting']},
+    True,
+  ),
   'sharpness.entropy_replicated': (
     '--grads 6 --seeds 2 --rates 0.1 --samples 2 --langevin-steps 2 '
     '--replicas 2 --flat-batch 1000',
