@@ -145,6 +145,20 @@ def _check_sizes(num_examples, batch_size, steps, batch_name):
     )
 
 
+def _sized_source(scheme, num_examples, batch_size, steps, seed):
+  """A source of batches of exactly ``batch_size`` real rows."""
+  _check_sizes(num_examples, batch_size, steps, 'batch_size')
+  return BatchSource(
+    scheme=scheme,
+    num_examples=int(num_examples),
+    batch_size=int(batch_size),
+    expected_batch_size=float(batch_size),
+    sampling_rate=batch_size / num_examples,
+    steps=int(steps),
+    seed=seed,
+  )
+
+
 def poisson_batches(
   num_examples: int,
   *,
@@ -227,15 +241,8 @@ def shuffled_batches(
     >>> sorted(sum((b.indices.tolist() for b in src), []))
     [0, 1, 2, 3, 4, 5]
   """
-  _check_sizes(num_examples, batch_size, steps, 'batch_size')
-  return BatchSource(
-    scheme=SamplingScheme.SHUFFLE,
-    num_examples=int(num_examples),
-    batch_size=int(batch_size),
-    expected_batch_size=float(batch_size),
-    sampling_rate=batch_size / num_examples,
-    steps=int(steps),
-    seed=seed,
+  return _sized_source(
+    SamplingScheme.SHUFFLE, num_examples, batch_size, steps, seed
   )
 
 
@@ -262,13 +269,6 @@ def fixed_size_batches(
     >>> [int(b.mask.sum()) for b in src]
     [4]
   """
-  _check_sizes(num_examples, batch_size, steps, 'batch_size')
-  return BatchSource(
-    scheme=SamplingScheme.FIXED_SIZE,
-    num_examples=int(num_examples),
-    batch_size=int(batch_size),
-    expected_batch_size=float(batch_size),
-    sampling_rate=batch_size / num_examples,
-    steps=int(steps),
-    seed=seed,
+  return _sized_source(
+    SamplingScheme.FIXED_SIZE, num_examples, batch_size, steps, seed
   )
