@@ -6,6 +6,7 @@ from optax_zoo.averaging._curves import (
   curve_point,
   evaluate_curve,
 )
+from optax_zoo.averaging._ema import WeightEMAState, weight_ema
 from optax_zoo.averaging._eval_params import eval_params
 from optax_zoo.averaging._fge import FGEState, fge, fge_ensemble_predict
 from optax_zoo.averaging._gadam import (
@@ -35,6 +36,7 @@ __all__ = [
   'PeriodicSWAState',
   'SWAGState',
   'SWAState',
+  'WeightEMAState',
   'bayesian_model_average',
   'curve_loss_fn',
   'curve_point',
@@ -52,4 +54,5 @@ __all__ = [
   'swag',
   'swag_sample',
   'update_batch_stats',
+  'weight_ema',
 ]
