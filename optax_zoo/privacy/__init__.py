@@ -32,6 +32,7 @@ from optax_zoo.privacy._batches import (
 )
 from optax_zoo.privacy._clipping import (
   ClipStats,
+  augmentation_multiplicity,
   check_private_model,
   clipped_grad_sum,
   layer_bounds,
@@ -47,6 +48,7 @@ __all__ = [
   'PrivacyAccountant',
   'PrivacyReport',
   'SamplingScheme',
+  'augmentation_multiplicity',
   'calibrate_noise',
   'check_private_model',
   'clipped_grad_sum',

@@ -40,6 +40,7 @@ from optax_zoo._src import validation as v
 
 __all__ = [
   'ClipStats',
+  'augmentation_multiplicity',
   'check_private_model',
   'clipped_grad_sum',
   'layer_bounds',
@@ -240,6 +241,72 @@ def clipped_grad_sum(
     num_nonfinite=(real & ~finite).sum(dtype=jnp.int32),
   )
   return grad_sum, stats
+
+
+def augmentation_multiplicity(
+  loss_fn: Callable[[Any, Any], jax.Array],
+  augment_fn: Callable[[jax.Array, Any], Any],
+  multiplicity: int,
+) -> Callable[[Any, Any, jax.Array], jax.Array]:
+  r"""One example's loss averaged over ``multiplicity`` augmentations of it.
+
+  De et al. (2022) average the gradients of :math:`K` augmented views of
+  each example *before* clipping it:
+
+  .. math::
+    g_i = \mathrm{clip}_C\Big(\frac1K \sum_{k=1}^K \nabla_\theta
+    \ell\big(\theta, a_{k}(x_i)\big)\Big),
+
+  so each example still contributes one clipped gradient (the sensitivity,
+  and so the privacy, is unchanged) while the augmentations' variance is
+  averaged away. The gradient of the mean loss over the views is that mean
+  gradient, so the views are stacked as a batch of :math:`K` and
+  ``loss_fn`` (a batch mean) is applied once: ghost clipping then sees them
+  as :math:`K` more positions of the same example.
+
+  Args:
+    loss_fn: ``loss_fn(model_or_params, example) -> scalar``, the *mean*
+      loss over the example's leading axis (the example comes with a
+      leading axis, as with ``keep_batch_dim=True``).
+    augment_fn: ``augment_fn(key, example) -> example``: one random view,
+      of the same structure and shapes.
+    multiplicity: :math:`K \ge 1`, views per example.
+
+  Returns:
+    ``loss(model_or_params, example, key)`` for `clipped_grad_sum` or
+    `model_clipped_grad_sum` with ``keep_batch_dim=True`` and a ``key``
+    (split into one key per example there, and into ``multiplicity`` views
+    here).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from optax_zoo.privacy import (
+    ...     augmentation_multiplicity, clipped_grad_sum)
+    >>> loss = lambda w, ex: jnp.mean((ex @ w) ** 2)
+    >>> noisy = lambda key, ex: ex + jax.random.normal(key, ex.shape)
+    >>> views = augmentation_multiplicity(loss, noisy, 4)
+    >>> g, _ = clipped_grad_sum(views, jnp.ones(3), jnp.ones((8, 3)),
+    ...     clip_norm=1.0, keep_batch_dim=True, key=jax.random.key(0))
+    >>> g.shape
+    (3,)
+
+  References:
+    De et al., 2022, "Unlocking High-Accuracy Differentially Private Image
+    Classification through Scale" (arXiv:2204.13650), section 3.1.
+  """
+  v.check_int('multiplicity', multiplicity, minimum=1)
+  if not callable(augment_fn):
+    raise ValueError(
+      f'`augment_fn` must be callable, got {type(augment_fn).__name__}.'
+    )
+
+  def loss(model, example, key):
+    keys = jax.random.split(key, multiplicity)
+    views = jax.vmap(augment_fn, in_axes=(0, None))(keys, example)
+    views = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), views)
+    return loss_fn(model, views)
+
+  return loss
 
 
 def check_private_model(model: nnx.Module) -> None:

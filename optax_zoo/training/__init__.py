@@ -6,6 +6,7 @@ feed a method that takes them from a loop of your own.
 """
 
 from optax_zoo._src.extra_args import supply as supply_extra_args
+from optax_zoo.training.augment import AugmentFn, shift_and_noise
 from optax_zoo.training.data import (
   Dataset,
   default_cache_dir,
@@ -37,6 +38,7 @@ from optax_zoo.training.private import PrivateTrainResult, train_private
 __all__ = [
   'CNN1D',
   'MLP',
+  'AugmentFn',
   'Dataset',
   'EvalHook',
   'History',
@@ -53,6 +55,7 @@ __all__ = [
   'make_train_fn',
   'mnist1d',
   'scale_invariant_mask',
+  'shift_and_noise',
   'supply_extra_args',
   'train',
   'train_private',

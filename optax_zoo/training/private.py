@@ -46,6 +46,7 @@ from optax_zoo._src import validation as v
 from optax_zoo.averaging import eval_params as find_eval_params
 from optax_zoo.privacy._accounting import PLD_DISCRETIZATION
 from optax_zoo.training import loop
+from optax_zoo.training.augment import AugmentFn
 from optax_zoo.training.data import Dataset
 
 __all__ = ['PrivateTrainResult', 'train_private']
@@ -166,22 +167,43 @@ def _budget_steps(accountant, stop_at_epsilon, steps):
   return lo
 
 
-def _make_chunk_fn(graphdef, tx, loss_fn, clip_norm, microbatch_size, method):
-  """``run(params, rest, opt_state, x, y, idx, mask, active)``: a scan."""
+def _make_chunk_fn(
+  graphdef,
+  tx,
+  loss_fn,
+  clip_norm,
+  microbatch_size,
+  method,
+  augment_fn,
+  multiplicity,
+  augment_key,
+):
+  """``run(params, rest, opt_state, x, y, idx, mask, step, active)``: a scan."""
 
   def example_loss(model, example):
     xb, yb = example  # one example with a leading axis of size 1
     return loss_fn(model(xb), yb)
 
+  if augment_fn is not None:
+    example_loss = privacy.augmentation_multiplicity(
+      example_loss,
+      lambda key, ex: (augment_fn(key, ex[0][0])[None], ex[1]),
+      multiplicity,
+    )
+
   per_example = loop._per_example_loss_fn(loss_fn)
 
-  def run(params, rest, opt_state, x, y, idx, mask, active):
+  def run(params, rest, opt_state, x, y, idx, mask, step, active):
     def private_step(carry, row):
       _TRACES['step'] += 1
       params, rest, opt_state = carry
-      idx, mask = row
+      idx, mask, step = row
       xb, yb = x[idx], y[idx]
       model = nnx.merge(graphdef, params, rest, copy=True)
+      # The views' randomness is independent of the data (no privacy cost).
+      key = (
+        None if augment_fn is None else jax.random.fold_in(augment_key, step)
+      )
       grad_sum, stats = privacy.model_clipped_grad_sum(
         model,
         example_loss,
@@ -191,6 +213,7 @@ def _make_chunk_fn(graphdef, tx, loss_fn, clip_norm, microbatch_size, method):
         microbatch_size=microbatch_size,
         keep_batch_dim=True,
         method=method,
+        key=key,
       )
       updates, new_opt_state = tx.update(grad_sum, opt_state, params)
       new_params = optax.apply_updates(params, updates)
@@ -205,12 +228,12 @@ def _make_chunk_fn(graphdef, tx, loss_fn, clip_norm, microbatch_size, method):
       del row
       return carry, (jnp.float32(0.0), *(jnp.int32(0),) * 3)
 
-    def step(carry, row):
+    def scan_step(carry, row):
       *row, on = row
       return jax.lax.cond(on, private_step, skip, carry, tuple(row))
 
     carry, logs = jax.lax.scan(
-      step, (params, rest, opt_state), (idx, mask, active)
+      scan_step, (params, rest, opt_state), (idx, mask, step, active)
     )
     return (*carry, logs)
 
@@ -240,6 +263,8 @@ def train_private(
   stop_at_epsilon: float | None = None,
   progress: bool | None = None,
   loss_fn: loop.LossFn | None = None,
+  augment_fn: AugmentFn | None = None,
+  augmentation_multiplicity: int = 1,
 ) -> PrivateTrainResult:
   r"""Trains ``model`` with DP-SGD and reports its privacy.
 
@@ -296,6 +321,13 @@ def train_private(
     progress: a tqdm progress bar, as in `train`.
     loss_fn: ``loss_fn(logits, labels) -> scalar``, a batch mean (applied
       to one example at a time); default cross-entropy.
+    augment_fn: ``augment_fn(key, x) -> x``, a random view of one input
+      (e.g. `optax_zoo.training.shift_and_noise`); each example's gradient
+      is then the mean over ``augmentation_multiplicity`` views, clipped
+      once (De et al. 2022, `optax_zoo.augmentation_multiplicity`): the
+      privacy is unchanged, the compute grows by the multiplicity.
+    augmentation_multiplicity: views per example, >= 1; above 1 needs
+      ``augment_fn``.
 
   Returns:
     A `PrivateTrainResult`: `TrainResult` (trained and evaluated weights,
@@ -341,6 +373,15 @@ def train_private(
     v.check_int('microbatch_size', microbatch_size, minimum=1)
   if stop_at_epsilon is not None:
     v.check_positive('stop_at_epsilon', stop_at_epsilon)
+  v.check_int('augmentation_multiplicity', augmentation_multiplicity, minimum=1)
+  if augment_fn is None and augmentation_multiplicity > 1:
+    raise ValueError(
+      '`augmentation_multiplicity` above 1 needs an `augment_fn`, got None.'
+    )
+  if augment_fn is not None and not callable(augment_fn):
+    raise ValueError(
+      f'`augment_fn` must be callable, got {type(augment_fn).__name__}.'
+    )
   if (noise_multiplier is None) == (target_epsilon is None):
     raise ValueError(
       'Give exactly one of `noise_multiplier` and `target_epsilon`.'
@@ -397,6 +438,10 @@ def train_private(
     clip_norm,
     microbatch_size,
     method,
+    augment_fn,
+    augmentation_multiplicity,
+    # Its own stream: the noise key of `dp_aggregate` is `key(seed)`.
+    jax.random.fold_in(jax.random.key(seed), 1),
   )
   evaluate = loop._evaluator(eval_def, loss_fn, False)
 
@@ -432,7 +477,7 @@ def train_private(
       idx[:num] = [b.indices for b in rows]
       mask[:num] = [b.mask for b in rows]
       args = (params, rest, opt_state, x_train, y_train, idx, mask)
-      args += (np.arange(chunk) < num,)
+      args += (start + np.arange(chunk, dtype=np.int32), np.arange(chunk) < num)
       if compiled is None:
         t0 = time.perf_counter()
         compiled = run.lower(*args).compile()

@@ -120,6 +120,57 @@ def test_noiseless_huge_clip_step_is_sgd_on_sum_over_expected_size(data):
   )
 
 
+@pytest.mark.parametrize('method', ['ghost', 'vmap'])
+def test_augmentation_multiplicity_averages_views_inside_the_clip(data, method):
+  """One noiseless step: each example's gradient is its views' mean."""
+  model = MLP(64, (16,), rngs=nnx.Rngs(1))
+  params0 = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+  lr, expected_size, clip, k, seed = 0.3, 40.0, 0.05, 3, 3
+  aug = optax_zoo.training.shift_and_noise(max_shift=2, noise_std=0.5)
+  result = train_private(
+    model,
+    optax.sgd(lr),
+    data,
+    clip_norm=clip,
+    noise_multiplier=0.0,
+    expected_batch_size=expected_size,
+    steps=1,
+    seed=seed,
+    method=method,
+    augment_fn=aug,
+    augmentation_multiplicity=k,
+    pld_discretization=_PLD,
+  )
+  batch = next(iter(result.source))
+  graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+  # The views' keys: the step's key (seed stream 1, step 0), one per row of
+  # the padded batch, then one per view.
+  step_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), 0)
+  row_keys = jax.random.split(step_key, len(batch.mask))
+  total = jax.tree.map(jnp.zeros_like, params0)
+  for row in np.flatnonzero(batch.mask):
+    x = jnp.asarray(data.x_train[batch.indices[row]])
+    y = jnp.asarray(data.y_train[batch.indices[row]])
+    views = jnp.stack([aug(kk, x) for kk in jax.random.split(row_keys[row], k)])
+
+    def loss(p, views=views, y=y):
+      logits = nnx.merge(graphdef, p, rest)(views)
+      labels = jnp.full((k,), y)
+      return optax.softmax_cross_entropy_with_integer_labels(
+        logits, labels
+      ).mean()
+
+    g = jax.grad(loss)(params0)
+    scale = jnp.minimum(1.0, clip / optax.tree.norm(g))
+    total = jax.tree.map(lambda t, g, scale=scale: t + scale * g, total, g)
+  want = jax.tree.map(lambda p, g: p - lr * g / expected_size, params0, total)
+  for w, g in zip(
+    jax.tree.leaves(want), jax.tree.leaves(result.params), strict=True
+  ):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+  assert result.history.measurements['clipped_fraction'][-1] > 0
+
+
 def test_stops_before_the_budget_and_evaluates_averages(data):
   # Calibrated for 60 steps at epsilon 4, stopped at epsilon 2.
   tx = optax_zoo.swa(optax.sgd(0.5), start_step=0)
@@ -257,6 +308,9 @@ def test_shuffled_batches_are_refused(data):
     ({'stop_at_epsilon': 0.0}, 'stop_at_epsilon'),
     ({'expected_batch_size': 0.0}, 'expected_batch_size'),
     ({'method': 'fast'}, 'method'),
+    ({'augmentation_multiplicity': 2}, 'needs an `augment_fn`'),
+    ({'augmentation_multiplicity': 0}, 'augmentation_multiplicity'),
+    ({'augment_fn': 'shift'}, 'augment_fn'),
   ],
 )
 def test_bad_arguments_raise(data, kwargs, match):
