@@ -151,6 +151,13 @@ TINY = {
     {'privacy_accuracy': ['steps', 'seeds', 'runs', 'summary', 'setting']},
     True,
   ),
+  'privacy.tricks': (
+    '--steps 3 --seeds 2 --configs ws_gn_augmented --rates 0.3 '
+    '--multiplicity 2 --eps1-steps 2 --eps1-rates 1.0 '
+    '--pld-discretization 0.1',
+    {'privacy_tricks': ['steps', 'seeds', 'runs', 'summary', 'setting']},
+    True,
+  ),
   'sharpness.entropy_replicated': (
     '--grads 6 --seeds 2 --rates 0.1 --samples 2 --langevin-steps 2 '
     '--replicas 2 --flat-batch 1000',

@@ -88,10 +88,14 @@ def dp_aggregate(
   microbatches, to the *mean* of their sums: the step is
   :math:`(\sum_j S_j + k\sigma C z)/(k\,\mathbb{E}|B|)`, i.e. DP-SGD on the
   union batch of expected size :math:`k\,\mathbb{E}|B|` with noise
-  multiplier :math:`k\sigma`. To run DP-SGD with noise multiplier
-  :math:`\sigma'` on that union batch, pass ``noise_multiplier = sigma' / k``
-  and account ``k`` times fewer steps at ``k`` times the sampling rate
-  (each example in at most one microbatch of the union).
+  multiplier :math:`k\sigma`. Account it as ``k`` steps of the
+  microbatches' sampling rate with noise multiplier :math:`\sqrt{k}\,
+  \sigma`: the one draw :math:`k\sigma C z` is distributed as the sum of
+  ``k`` independent draws of scale :math:`\sqrt{k}\,\sigma C`, so the step
+  is post-processing of ``k`` such subsampled Gaussian steps (accounting
+  ``k`` steps at :math:`\sigma` is valid too, and pessimistic). Not as one
+  Poisson step at ``k`` times the rate: independently sampled microbatches
+  can hold one example more than once.
 
   Args:
     clip_norm: :math:`C`, the clipping norm the sum was clipped with, > 0.

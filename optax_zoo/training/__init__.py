@@ -31,6 +31,7 @@ from optax_zoo.training.models import (
   MLP,
   ResNet1D,
   ScaleInvariantCNN,
+  WSConv1D,
   scale_invariant_mask,
 )
 from optax_zoo.training.private import PrivateTrainResult, train_private
@@ -48,6 +49,7 @@ __all__ = [
   'ScaleInvariantCNN',
   'TrainResult',
   'TrainState',
+  'WSConv1D',
   'cross_entropy_loss',
   'default_cache_dir',
   'digits',

@@ -101,6 +101,58 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int, *, rngs):
   )
 
 
+class WSConv1D(nnx.Module):
+  r"""A 1-D convolution with scaled weight standardization and a gain.
+
+  The kernel is standardized over its fan-in before every call (Qiao et al.
+  2019; scaled as in Brock et al. 2021 and De et al. 2022's private
+  Wide-ResNets):
+
+  .. math::
+    \hat W_{:, :, o} = g_o \frac{W_{:, :, o} - \mu_o}{\sqrt{\max(N
+    \sigma_o^2, \epsilon)}},
+
+  with :math:`\mu_o, \sigma_o^2` the mean and variance of output channel
+  :math:`o`'s :math:`N` = kernel size x input channels weights, a gain
+  :math:`g` (ones at init) and a bias (zeros). As jax-privacy's
+  ``WSConv2D`` (``eps`` 1e-4), in 1-D with padding 1 and NWC layout.
+  Not an ``nnx.Conv``: its gradient is not an outer product of the
+  layer's input and output gradients, so ghost clipping leaves it to the
+  vmap path (`optax_zoo.unsupported_layers` names it).
+  """
+
+  def __init__(
+    self,
+    c_in: int,
+    c_out: int,
+    kernel: int,
+    stride: int,
+    *,
+    eps: float = 1e-4,
+    rngs: nnx.Rngs,
+  ):
+    init = jax.nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
+    self.kernel = nnx.Param(init(rngs.params(), (kernel, c_in, c_out)))
+    self.gain = nnx.Param(jnp.ones((c_out,)))
+    self.bias = nnx.Param(jnp.zeros((c_out,)))
+    self.stride = stride
+    self.eps = eps
+
+  def standardized_kernel(self) -> jax.Array:
+    w = self.kernel[...]
+    mean = jnp.mean(w, axis=(0, 1), keepdims=True)
+    var = jnp.var(w, axis=(0, 1), keepdims=True)
+    fan_in = w.shape[0] * w.shape[1]
+    scale = jax.lax.rsqrt(jnp.maximum(var * fan_in, self.eps)) * self.gain[...]
+    return (w - mean) * scale
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = _conv1d_as_matmul(
+      x, self.standardized_kernel(), (self.stride,), ((1, 1),)
+    )
+    return y + self.bias[...]
+
+
 def _conv_length(length: int, kernel: int, stride: int) -> int:
   return (length + 2 - kernel) // stride + 1
 
@@ -113,6 +165,12 @@ class CNN1D(nnx.Module):
   linear layer on the flattened features. The paper reports ~94% test
   accuracy on MNIST-1D with Adam. Initialization is Flax's (LeCun normal),
   not PyTorch's.
+
+  De et al. (2022)'s private variant: ``weight_standardization=True``
+  (`WSConv1D` convolutions) and ``norm_groups=G`` (an ``nnx.GroupNorm``
+  with G groups after each convolution, before the ReLU; it normalizes
+  within one example, so it is allowed in private training, unlike
+  BatchNorm). Both change the architecture, not just the initialization.
 
   Example:
     >>> import jax.numpy as jnp
@@ -128,11 +186,38 @@ class CNN1D(nnx.Module):
     *,
     channels: int = 25,
     in_length: int = 40,
+    weight_standardization: bool = False,
+    norm_groups: int | None = None,
     rngs: nnx.Rngs,
   ):
-    self.conv1 = _conv(1, channels, 5, 2, rngs=rngs)
-    self.conv2 = _conv(channels, channels, 3, 2, rngs=rngs)
-    self.conv3 = _conv(channels, channels, 3, 2, rngs=rngs)
+    if not isinstance(weight_standardization, bool):
+      raise ValueError(
+        '`weight_standardization` must be a bool, got '
+        f'{weight_standardization!r}.'
+      )
+    if norm_groups is not None and (
+      not isinstance(norm_groups, int)
+      or norm_groups < 1
+      or channels % norm_groups
+    ):
+      raise ValueError(
+        '`norm_groups` must be None or a positive divisor of `channels`='
+        f'{channels}, got {norm_groups!r}.'
+      )
+    conv = WSConv1D if weight_standardization else _conv
+    self.conv1 = conv(1, channels, 5, 2, rngs=rngs)
+    self.conv2 = conv(channels, channels, 3, 2, rngs=rngs)
+    self.conv3 = conv(channels, channels, 3, 2, rngs=rngs)
+    self.norms = (
+      None
+      if norm_groups is None
+      else nnx.List(
+        [
+          nnx.GroupNorm(channels, num_groups=norm_groups, rngs=rngs)
+          for _ in range(3)
+        ]
+      )
+    )
     length = in_length
     for kernel in (5, 3, 3):
       length = _conv_length(length, kernel, 2)
@@ -140,8 +225,11 @@ class CNN1D(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = x[..., None]
-    for conv in (self.conv1, self.conv2, self.conv3):
-      h = nnx.relu(conv(h))
+    for i, conv in enumerate((self.conv1, self.conv2, self.conv3)):
+      h = conv(h)
+      if self.norms is not None:
+        h = self.norms[i](h)
+      h = nnx.relu(h)
     return self.head(h.reshape(h.shape[0], -1))
 
 

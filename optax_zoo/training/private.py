@@ -176,9 +176,12 @@ def _make_chunk_fn(
   method,
   augment_fn,
   multiplicity,
-  augment_key,
 ):
-  """``run(params, rest, opt_state, x, y, idx, mask, step, active)``: a scan."""
+  """``run(params, rest, opt_state, x, y, idx, mask, step, active, key)``.
+
+  A scan of private steps; ``key`` seeds the augmentations (an argument, so
+  that runs differing only in their seed share one compiled program).
+  """
 
   def example_loss(model, example):
     xb, yb = example  # one example with a leading axis of size 1
@@ -193,7 +196,7 @@ def _make_chunk_fn(
 
   per_example = loop._per_example_loss_fn(loss_fn)
 
-  def run(params, rest, opt_state, x, y, idx, mask, step, active):
+  def run(params, rest, opt_state, x, y, idx, mask, step, active, augment_key):
     def private_step(carry, row):
       _TRACES['step'] += 1
       params, rest, opt_state = carry
@@ -440,9 +443,9 @@ def train_private(
     method,
     augment_fn,
     augmentation_multiplicity,
-    # Its own stream: the noise key of `dp_aggregate` is `key(seed)`.
-    jax.random.fold_in(jax.random.key(seed), 1),
   )
+  # Its own stream: the noise key of `dp_aggregate` is `key(seed)`.
+  augment_key = jax.random.fold_in(jax.random.key(seed), 1)
   evaluate = loop._evaluator(eval_def, loss_fn, False)
 
   @jax.jit
@@ -478,6 +481,7 @@ def train_private(
       mask[:num] = [b.mask for b in rows]
       args = (params, rest, opt_state, x_train, y_train, idx, mask)
       args += (start + np.arange(chunk, dtype=np.int32), np.arange(chunk) < num)
+      args += (augment_key,)
       if compiled is None:
         t0 = time.perf_counter()
         compiled = run.lower(*args).compile()

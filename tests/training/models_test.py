@@ -128,3 +128,49 @@ def test_mlp_dropout_steps_draw_fresh_masks_in_the_training_loop():
 def test_mlp_rejects_dropout_outside_unit_interval(rate):
   with pytest.raises(ValueError, match='dropout'):
     MLP(40, dropout=rate, rngs=nnx.Rngs(0))
+
+
+def test_ws_conv_standardizes_each_output_channel_over_its_fan_in():
+  conv = models_lib.WSConv1D(3, 4, 5, 2, rngs=nnx.Rngs(0))
+  conv.kernel.value = 3.0 + 2.0 * conv.kernel.value  # any mean and scale
+  conv.gain.value = jnp.array([1.0, 2.0, 0.5, 1.0])
+  w = np.asarray(conv.standardized_kernel(), np.float64)
+  fan_in = 5 * 3
+  np.testing.assert_allclose(w.mean(axis=(0, 1)), 0.0, atol=1e-6)
+  np.testing.assert_allclose(
+    np.sqrt(fan_in * w.var(axis=(0, 1))), [1.0, 2.0, 0.5, 1.0], rtol=1e-4
+  )
+  # The convolution uses the standardized kernel (and the bias).
+  conv.bias.value = jnp.arange(4.0)
+  x = _normal(2, 11, 3)
+  want = models_lib._conv1d_as_matmul(
+    x, jnp.asarray(w, jnp.float32), (2,), ((1, 1),)
+  ) + jnp.arange(4.0)
+  np.testing.assert_allclose(conv(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_ws_gn_cnn_is_private_friendly_and_left_to_the_vmap_path():
+  from optax_zoo.privacy import check_private_model, unsupported_layers
+
+  model = CNN1D(rngs=nnx.Rngs(0), weight_standardization=True, norm_groups=5)
+  assert model(jnp.zeros((2, 40))).shape == (2, 10)
+  check_private_model(model)  # GroupNorm normalizes within one example
+  problems = unsupported_layers(model)
+  assert any('WSConv1D' in p for p in problems)
+  assert any('GroupNorm' in p for p in problems)
+  # One example's output does not depend on the rest of the batch.
+  x = _normal(4, 40)
+  np.testing.assert_allclose(model(x)[:1], model(x[:1]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+  'bad',
+  [
+    {'norm_groups': 4},
+    {'norm_groups': 0},
+    {'weight_standardization': 1},
+  ],
+)
+def test_cnn_rejects_bad_normalization_arguments(bad):
+  with pytest.raises(ValueError, match=next(iter(bad))):
+    CNN1D(rngs=nnx.Rngs(0), **bad)
