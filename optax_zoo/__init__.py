@@ -10,9 +10,17 @@ registry's functions.
 import importlib
 from typing import Any
 
-from optax_zoo import adaptive, averaging, privacy, schedules, sharpness
+from optax_zoo import (
+  adaptive,
+  averaging,
+  distributed,
+  privacy,
+  schedules,
+  sharpness,
+)
 from optax_zoo.adaptive import *  # noqa: F403
 from optax_zoo.averaging import *  # noqa: F403
+from optax_zoo.distributed import *  # noqa: F403
 from optax_zoo.privacy import *  # noqa: F403
 
 # Redundant aliases mark the re-exports (__all__ below is computed).
@@ -30,12 +38,14 @@ __all__ = sorted(
   {
     *adaptive.__all__,
     *averaging.__all__,
+    *distributed.__all__,
     *privacy.__all__,
     *schedules.__all__,
     *sharpness.__all__,
     'MethodInfo',
     'Paper',
     'create',
+    'distributed',
     'get',
     'methods',
     'privacy',

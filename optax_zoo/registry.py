@@ -32,7 +32,13 @@ __all__ = [
 ]
 
 # The subpackages with methods; each has ``_registry.ENTRIES``.
-SUBPACKAGES = ('adaptive', 'averaging', 'sharpness', 'privacy')
+SUBPACKAGES = (
+  'adaptive',
+  'averaging',
+  'sharpness',
+  'privacy',
+  'distributed',
+)
 
 _REGISTRY: dict[str, MethodInfo] = {}
 

@@ -6,6 +6,7 @@ them so the extra-argument plumbing is proven before a method needs it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax.serialization
@@ -30,12 +31,41 @@ LEARNING_RATES = jnp.array([1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
 _REPLICAS = {m.name: m.replicas for m in optax_zoo.methods() if m.replicas}
 _num_replicas = 0  # the running test's, set by `_replica_axis`
 
+# Distributed methods (`MethodInfo.needs_axis_name`) run per worker under
+# ``jax.vmap(..., axis_name=...)`` (the axis of their ``example_kwargs``) on
+# one worker, where they must be exactly the single-device method: their
+# parameters get a leading worker axis of size 1 (`_replicated`) and
+# `_info` maps their transforms over it (`_on_workers`).
+_WORKER_AXES = {
+  m.name: m.example_kwargs(m.learning_rate)['axis_name']
+  for m in optax_zoo.methods()
+  if m.needs_axis_name
+}
+
 
 @pytest.fixture(autouse=True)
 def _replica_axis(request, monkeypatch):
   callspec = getattr(request.node, 'callspec', None)
   name = callspec.params.get('name') if callspec else None
-  monkeypatch.setitem(globals(), '_num_replicas', _REPLICAS.get(name, 0))
+  replicas = _REPLICAS.get(name, 1 if name in _WORKER_AXES else 0)
+  monkeypatch.setitem(globals(), '_num_replicas', replicas)
+
+
+def _on_workers(factory, axis_name):
+  """``factory``'s transforms run per worker over the leading axis."""
+
+  @functools.wraps(factory)
+  def build(*args, **kwargs):
+    tx = factory(*args, **kwargs)
+
+    def update(updates, state, params=None, **extra):
+      step = lambda u, s, p: tx.update(u, s, p, **extra)
+      return jax.vmap(step, axis_name=axis_name)(updates, state, params)
+
+    init = jax.vmap(tx.init, axis_name=axis_name)
+    return optax.GradientTransformationExtraArgs(init, update)
+
+  return build
 
 
 def _replicated(tree):
@@ -70,7 +100,11 @@ def _grads(step: int, dtype=jnp.float32):
 
 
 def _info(name):
-  return _TEST_ONLY.get(name) or optax_zoo.get(name)
+  info = _TEST_ONLY.get(name) or optax_zoo.get(name)
+  if name in _WORKER_AXES:
+    factory = _on_workers(info.factory, _WORKER_AXES[name])
+    info = dataclasses.replace(info, factory=factory)
+  return info
 
 
 def _toy_loss(params):
@@ -308,7 +342,8 @@ def test_nan_gradient_is_not_hidden(name):
   tx = _info(name).build()
   params = _params()
   grads = _grads(0)
-  grads['b'] = grads['b'].at[1].set(jnp.nan)
+  # The last axis: a leading replica or worker axis may have size 1.
+  grads['b'] = grads['b'].at[..., 1].set(jnp.nan)
   updates, _ = _jit_update(name, tx)(grads, tx.init(params), params)
   assert not np.all(np.isfinite(np.asarray(updates['b'])))
 
@@ -329,7 +364,7 @@ def test_registered_state_memory_matches_measured(name):
 def test_registry_entry_is_complete(name):
   info = _info(name)
   if name not in _TEST_ONLY:
-    assert getattr(optax_zoo, name) is info.factory
+    assert getattr(optax_zoo, name) is optax_zoo.get(name).factory
   assert info.paper.title and info.paper.authors and info.paper.year > 1950
   assert info.reference
   assert info.learning_rate > 0

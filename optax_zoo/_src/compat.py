@@ -1,0 +1,65 @@
+"""Version drift of the JAX APIs the package depends on, kept in one place.
+
+jax >= 0.8.2: `jax.make_mesh` defaults to explicit axis types, `lax.pvary`
+became ``lax.pcast(..., to='varying')``, and ``jax.vmap(..., axis_name=...)``
+binds a named axis that collectives accept but `lax.pcast` refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import jax
+from jax import lax
+from jax.sharding import AxisType, Mesh
+
+
+def make_mesh(
+  axis_shapes: Sequence[int],
+  axis_names: Sequence[str],
+  *,
+  devices: Sequence[Any] | None = None,
+) -> Mesh:
+  """`jax.make_mesh` with `AxisType.Auto` axes (host inputs stay allowed)."""
+  return jax.make_mesh(
+    tuple(axis_shapes),
+    tuple(axis_names),
+    axis_types=(AxisType.Auto,) * len(axis_shapes),
+    devices=devices,
+  )
+
+
+def _varying_axes(x: Any) -> frozenset:
+  aval = jax.typeof(x)
+  manual = getattr(aval, 'manual_axis_type', None)  # jax >= 0.10
+  if manual is not None:
+    return manual.varying
+  return frozenset(getattr(aval, 'vma', ()))
+
+
+def pcast_varying(tree: Any, axis_name: Hashable) -> Any:
+  """Marks ``tree`` as varying over ``axis_name`` inside `jax.shard_map`.
+
+  Only a manual mesh axis (`jax.shard_map`'s) tracks varying-ness: under
+  ``jax.vmap(..., axis_name=...)`` `lax.pcast` is refused, so the tree
+  comes back unchanged there, as do values already varying over the axis.
+  """
+  if axis_name not in jax.sharding.get_abstract_mesh().manual_axes:
+    return tree
+  return jax.tree.map(
+    lambda x: (
+      x
+      if axis_name in _varying_axes(x)
+      else lax.pcast(x, axis_name, to='varying')
+    ),
+    tree,
+  )
+
+
+def axis_size(axis_name: Hashable) -> int | None:
+  """The size of the bound mapped axis ``axis_name``, or None if unbound."""
+  try:
+    return lax.axis_size(axis_name)
+  except NameError:
+    return None
