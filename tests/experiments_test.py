@@ -117,6 +117,19 @@ TINY = {
     {'averaging_swag': ['runs', 'summary', 'swag_minus']},
     True,
   ),
+  'distributed.communication': (
+    '--workers 4 8 --mesh-workers 4 --large-params 0',
+    {
+      'distributed_communication': [
+        'config',
+        'setting',
+        'measured',
+        'modelled',
+        'claims',
+      ]
+    },
+    True,
+  ),
   # An extra-argument method and a wrapper: `info.build(lr)` must place the
   # rate and the loop supply the arguments.
   'lr_grid.run': (
@@ -133,6 +146,11 @@ TINY = {
   'perf.hessian_vs_pyhessian': (
     '--examples 32 --hidden 8 --repeats 1 --train-steps 2',
     {'hessian_vs_pyhessian': ['pyhessian', 'power', 'lanczos', 'config']},
+    False,
+  ),
+  'perf.mesh_throughput': (
+    '--devices 4 --width 16 --batch 8 --steps 1 --repeats 1',
+    {'perf_mesh': ['config', 'machine', 'setting', 'measured']},
     False,
   ),
   'perf.private_throughput': (
