@@ -7,6 +7,7 @@ binds a named axis that collectives accept but `lax.pcast` refuses.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -63,3 +64,33 @@ def axis_size(axis_name: Hashable) -> int | None:
     return lax.axis_size(axis_name)
   except NameError:
     return None
+
+
+def _is_axis_name(name: Any) -> bool:
+  # JAX collectives read an int as a positional axis, not a name.
+  if name is None or isinstance(name, (numbers.Integral, tuple)):
+    return False
+  try:
+    hash(name)
+  except TypeError:
+    return False
+  return name != ''
+
+
+def check_axis_name(axis_name: Any) -> None:
+  """Raises a `ValueError` unless ``axis_name`` names a mapped axis.
+
+  Accepted is what JAX's collectives (`lax.psum`, `lax.ppermute`,
+  `lax.axis_index`) take as a name: one hashable other than None, an
+  integer (an int is a positional axis there) or the empty string, such as
+  a mesh axis ``'workers'`` or any ``jax.vmap(..., axis_name=...)`` name;
+  or a non-empty tuple of such names for several mesh axes at once.
+  Whether the axis is bound is checked where the collective is traced.
+  """
+  names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+  if not names or not all(map(_is_axis_name, names)):
+    raise ValueError(
+      '`axis_name` must name the mapped worker axis: a hashable other than '
+      "None, an int or '' (such as 'workers'), or a non-empty tuple of "
+      f'them, got {axis_name!r}.'
+    )

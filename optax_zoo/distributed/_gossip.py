@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -34,20 +35,6 @@ def _wide(x: jax.Array) -> jax.Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _check_axis_name(axis_name: Any) -> None:
-  try:
-    hash(axis_name)
-  except TypeError:
-    ok = False
-  else:
-    ok = axis_name is not None
-  if not ok:
-    raise ValueError(
-      '`axis_name` must name the mapped worker axis (a hashable such as '
-      f"'workers'), got {axis_name!r}."
-    )
-
-
 def _bound_size(axis_name: Hashable, fn: str) -> int:
   """The size of ``axis_name``, or a `ValueError` saying it is unbound."""
   size = compat.axis_size(axis_name)
@@ -61,7 +48,33 @@ def _bound_size(axis_name: Hashable, fn: str) -> int:
   return size
 
 
-def worker_mean(params: Any, axis_name: Hashable | None = None) -> Any:
+def _stacked_leaves(
+  params: Any, num_workers: int | None, fn: str
+) -> list[jax.Array]:
+  """The leaves of stacked per-worker ``params``, checked to share one
+  leading worker axis (of size ``num_workers`` when given)."""
+  leaves = jax.tree.leaves(params)
+  sizes = {np.shape(p)[0] if np.ndim(p) else None for p in leaves}
+  if num_workers is None:
+    ok, expected = len(sizes) <= 1 and None not in sizes, 'the same size'
+  else:
+    ok, expected = sizes <= {num_workers}, f'size {num_workers} (the workers)'
+  if not ok:
+    raise ValueError(
+      f'`params` of {fn} outside the map must be stacked per worker: every '
+      f'leaf needs a leading worker axis of {expected}, got leaf shapes '
+      f'{[np.shape(p) for p in leaves]}. Inside the map, pass the bound '
+      '`axis_name`.'
+    )
+  return leaves
+
+
+def worker_mean(
+  params: Any,
+  axis_name: Hashable | None = None,
+  *,
+  num_workers: int | None = None,
+) -> Any:
   """The average model :math:`\\bar x = \\frac1n \\sum_i x_i`.
 
   Inside the map (``axis_name`` bound) it is the `lax.pmean` of each
@@ -76,14 +89,30 @@ def worker_mean(params: Any, axis_name: Hashable | None = None) -> Any:
       per-worker parameters outside it.
     axis_name: the mapped axis; None (or an axis not bound here) means
       ``params`` are stacked.
+    num_workers: the number of workers :math:`n`, if known (a
+      `GossipState` knows its topology's): checked against the size of the
+      bound axis, or against the leading axis of every stacked leaf.
 
   Returns:
     The average, shaped and typed like ``params``.
+
+  Raises:
+    ValueError: outside the map, naming ``params``, if a leaf is a scalar
+      or the leaves' leading axes differ from each other or from
+      ``num_workers``; inside it, naming ``axis_name``, if its size is not
+      ``num_workers``.
   """
-  if axis_name is not None and compat.axis_size(axis_name) is not None:
+  size = None if axis_name is None else compat.axis_size(axis_name)
+  if size is not None:
+    if num_workers is not None and size != num_workers:
+      raise ValueError(
+        f'`axis_name` {axis_name!r} has size {size}, but the state was '
+        f'built for {num_workers} workers.'
+      )
     return jax.tree.map(
       lambda p: lax.pmean(_wide(p), axis_name).astype(p.dtype), params
     )
+  _stacked_leaves(params, num_workers, 'worker_mean')
   return jax.tree.map(
     lambda p: jnp.broadcast_to(
       jnp.mean(_wide(p), axis=0, keepdims=True), p.shape
@@ -115,7 +144,9 @@ def consensus_distance(
     The scalar :math:`\\Xi` (the same on every worker inside the map).
 
   Raises:
-    ValueError: if ``axis_name`` is given but not bound.
+    ValueError: if ``axis_name`` is given but not bound; with
+      ``axis_name=None``, naming ``params``, if a leaf is a scalar or the
+      leaves' leading axes differ.
 
   Example:
     >>> import jax.numpy as jnp, optax_zoo
@@ -125,7 +156,7 @@ def consensus_distance(
   if axis_name is None:
     return sum(
       jnp.sum(jnp.square(x - jnp.mean(x, axis=0))) / x.shape[0]
-      for x in map(_wide, jax.tree.leaves(params))
+      for x in map(_wide, _stacked_leaves(params, None, 'consensus_distance'))
     )
   _bound_size(axis_name, 'consensus_distance')
   local = sum(
@@ -141,8 +172,11 @@ class GossipState(NamedTuple):
   `optax_zoo.eval_params` finds it and returns `worker_mean` of the
   parameters (the average model, which Lian et al. 2017 evaluate): the
   pmean inside the map, the mean over the leading worker axis outside it.
-  Each axis name gets its own subclass (`type(state).axis_name`), which is
-  how the state knows what to average over.
+  Each axis name and worker count gets its own subclass
+  (`type(state).axis_name`, `type(state).num_workers`, the topology's
+  :math:`n`), which is how the state knows what to average over: outside
+  the map every leaf of ``params`` must have a leading axis of
+  ``num_workers`` (a `ValueError` naming ``params`` otherwise).
 
   Attributes:
     count: gossip steps taken, int32, the same on every worker: it picks
@@ -153,26 +187,38 @@ class GossipState(NamedTuple):
   count: jax.Array
   inner_state: optax.OptState
   axis_name = None
+  num_workers = None
 
   def eval_params(self, params: Any) -> Any:
     """The worker average of the inner method's evaluated weights."""
-    return worker_mean(_eval_params(self.inner_state, params), self.axis_name)
+    return worker_mean(
+      _eval_params(self.inner_state, params),
+      self.axis_name,
+      num_workers=self.num_workers,
+    )
 
   def __reduce__(self):
-    return (_rebuild_state, (self.axis_name, tuple(self)))
+    return (_rebuild_state, (self.axis_name, self.num_workers, tuple(self)))
 
 
 @functools.cache
-def _state_type(axis_name: Hashable) -> type[GossipState]:
+def _state_type(axis_name: Hashable, num_workers: int) -> type[GossipState]:
   return type(
     'GossipState',
     (GossipState,),
-    {'__slots__': (), 'axis_name': axis_name, '__module__': __name__},
+    {
+      '__slots__': (),
+      'axis_name': axis_name,
+      'num_workers': num_workers,
+      '__module__': __name__,
+    },
   )
 
 
-def _rebuild_state(axis_name: Hashable, fields: tuple[Any, ...]):
-  return _state_type(axis_name)(*fields)
+def _rebuild_state(
+  axis_name: Hashable, num_workers: int, fields: tuple[Any, ...]
+) -> GossipState:
+  return _state_type(axis_name, num_workers)(*fields)
 
 
 def _mix_delta(
@@ -236,7 +282,9 @@ def gossip(
     topology: the `Topology`; ``topology.num_workers`` must equal the size
       of ``axis_name`` (checked at trace time).
     axis_name: the mapped worker axis, bound by `jax.shard_map` or
-      ``jax.vmap(..., axis_name=...)`` when ``update`` is traced.
+      ``jax.vmap(..., axis_name=...)`` when ``update`` is traced: any name
+      JAX's collectives take (a hashable other than None, an int or
+      ``''``), or a tuple of mesh axes used together as one worker axis.
     inner: the optimizer whose update each worker takes (run before the
       mixing, on the worker's own gradient and parameters), or None for
       the updates given (``gossip`` last in a chain).
@@ -296,12 +344,12 @@ def gossip(
       'exponential(n), one_peer_exponential(n), complete(n) or '
       f'from_mixing_matrix(W)), got {topology!r}.'
     )
-  _check_axis_name(axis_name)
+  compat.check_axis_name(axis_name)
   if inner is None:
     inner = optax.identity()
   v.check_transform('inner', inner)
   inner = optax.with_extra_args_support(inner)
-  state_type = _state_type(axis_name)
+  state_type = _state_type(axis_name, topology.num_workers)
   steps = [topology.exchanges(t) for t in range(topology.period)]
 
   def init_fn(params):
@@ -372,7 +420,9 @@ def all_reduce_mean(
 
   Args:
     axis_name: the mapped worker axis, bound by `jax.shard_map` or
-      ``jax.vmap(..., axis_name=...)`` when ``update`` is traced.
+      ``jax.vmap(..., axis_name=...)`` when ``update`` is traced: any name
+      JAX's collectives take (a hashable other than None, an int or
+      ``''``), or a tuple of mesh axes used together as one worker axis.
     inner: the optimizer applied to the averaged gradient, or None for the
       average itself.
 
@@ -398,7 +448,7 @@ def all_reduce_mean(
     Chen et al., `Revisiting Distributed Synchronous SGD
     <https://arxiv.org/abs/1604.00981>`_, 2016.
   """
-  _check_axis_name(axis_name)
+  compat.check_axis_name(axis_name)
   if inner is not None:
     v.check_transform('inner', inner)
 

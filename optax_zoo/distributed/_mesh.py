@@ -139,13 +139,44 @@ def worker_specs(tree: Any, axis_name: Hashable) -> Any:
   return jax.tree.map(lambda x: P() if not np.shape(x) else P(axis_name), tree)
 
 
-def _map_specs(fn: Callable[[Any], Any], specs: Any, tree: Any, stacked: P):
+def _is_per_worker(spec: P, axis: Hashable, which: str) -> bool:
+  """Whether ``spec`` stacks its value per worker: the worker axis alone
+  as its first entry (``P(axis)``, ``P(axis, None)``, ``P((axis,), 'x')``).
+
+  The worker axis anywhere else (a later dimension, or shared with another
+  mesh axis) would hand ``f`` a block that is not one worker's row.
+  """
+  entries = [e if isinstance(e, tuple) else (e,) for e in spec]
+  stacked = bool(entries) and entries[0] == (axis,)
+  if any(axis in e for e in entries[int(stacked) :]):
+    raise ValueError(
+      f'`{which}` must place the worker axis {axis!r} alone on the leading '
+      f'dimension (P({axis!r}, ...)) or not at all, got {spec}.'
+    )
+  return stacked
+
+
+def _map_specs(
+  fn: Callable[[Any], Any], specs: Any, tree: Any, axis: Hashable, which: str
+) -> Any:
   return jax.tree.map(
-    lambda s, sub: jax.tree.map(fn, sub) if s == stacked else sub,
+    lambda s, sub: (
+      jax.tree.map(fn, sub) if _is_per_worker(s, axis, which) else sub
+    ),
     specs,
     tree,
     is_leaf=_is_spec,
   )
+
+
+def _one_row(x: jax.Array) -> jax.Array:
+  if x.shape[:1] != (1,):
+    raise ValueError(
+      'A per-worker argument of `worker_map` must have a leading worker '
+      'axis of size num_workers (one row per device), got a block of '
+      f'shape {x.shape} on each device.'
+    )
+  return x[0]
 
 
 def worker_map(
@@ -159,11 +190,14 @@ def worker_map(
 ) -> Callable[..., Any]:
   """`jax.shard_map` of a per-worker ``f``, without the block axis.
 
-  Arguments and results with spec ``P(axis_name)`` are stacked per worker
-  outside (leading axis ``num_workers``); `jax.shard_map` hands each device
-  a block of one row, which this drops before calling ``f`` and restores on
-  ``f``'s results, so ``f`` sees one worker's values. Other specs pass
-  through as in `jax.shard_map`.
+  Arguments and results whose spec has the worker axis alone as its first
+  entry (``P(axis_name)``, ``P(axis_name, None)``, ``P(axis_name,
+  'model')``) are stacked per worker outside (leading axis
+  ``num_workers``); `jax.shard_map` hands each device a block of one row,
+  which this drops before calling ``f`` and restores on ``f``'s results,
+  so ``f`` sees one worker's values. Specs without the worker axis pass
+  through as in `jax.shard_map`; the worker axis anywhere else in a spec
+  is refused.
 
   Args:
     f: the per-worker function.
@@ -176,15 +210,25 @@ def worker_map(
 
   Returns:
     The mapped function (jit it).
+
+  Raises:
+    ValueError: naming ``in_specs`` or ``out_specs`` for a spec with the
+      worker axis on a later dimension or shared with another mesh axis;
+      at trace time, for a per-worker argument whose leading axis is not
+      ``num_workers``.
   """
-  stacked = P(_axis(mesh, axis_name))
+  axis = _axis(mesh, axis_name)
   # A PartitionSpec is itself a tuple: one spec means one argument.
   in_specs = (in_specs,) if _is_spec(in_specs) else tuple(in_specs)
+  for which, specs in (('in_specs', in_specs), ('out_specs', out_specs)):
+    for spec in jax.tree.leaves(specs, is_leaf=_is_spec):
+      if _is_spec(spec):
+        _is_per_worker(spec, axis, which)
 
   def local(*args):
-    args = _map_specs(lambda x: x[0], in_specs, args, stacked)
+    args = _map_specs(_one_row, in_specs, args, axis, 'in_specs')
     out = f(*args)
-    return _map_specs(lambda x: x[None], out_specs, out, stacked)
+    return _map_specs(lambda x: x[None], out_specs, out, axis, 'out_specs')
 
   return jax.shard_map(
     local,

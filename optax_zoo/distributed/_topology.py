@@ -106,7 +106,7 @@ def _check_mixing(name: str, matrices: list[np.ndarray]) -> None:
       )
     rows, cols = w.sum(axis=1), w.sum(axis=0)
     sums = np.concatenate([rows, cols])
-    if not np.allclose(sums, 1, atol=_ATOL):
+    if not np.allclose(sums, 1, rtol=0, atol=_ATOL):
       raise ValueError(
         f'`{name}` must be doubly stochastic (rows and columns summing to '
         f'1 within {_ATOL}), got row sums {rows} and column sums {cols}.'
@@ -391,8 +391,14 @@ def from_mixing_matrix(mixing_matrix: Any) -> Topology:
   have a nonzero entry, each one `lax.ppermute` of a full copy from every
   worker, with per-worker weights (indexed by `lax.axis_index`): a sparse
   non-circulant :math:`W` can cost more copies on the wire
-  (`Topology.messages_per_step`) than its `Topology.degree`. The diagonal
-  is implied, :math:`W_{ii} = 1 - \\sum_{j \\ne i} W_{ij}`.
+  (`Topology.messages_per_step`) than its `Topology.degree`.
+
+  The matrix is validated as given. Gossip mixes with the off-diagonal
+  entries as given and the diagonal they imply, :math:`1 - \\sum_{j \\ne
+  i} W_{ij}`, which equals the given :math:`W_{ii}` within the row-sum
+  tolerance (1e-6): `Topology.mixing_matrix` returns that matrix. A matrix
+  that is doubly stochastic only within the tolerance, and not with the
+  implied diagonal, is refused.
 
   Args:
     mixing_matrix: an :math:`n \\times n` array, nonnegative, rows and
@@ -403,7 +409,8 @@ def from_mixing_matrix(mixing_matrix: Any) -> Topology:
 
   Raises:
     ValueError: naming ``mixing_matrix`` if it is not square, finite,
-      nonnegative, doubly stochastic and connected.
+      nonnegative, doubly stochastic and connected, as given or with the
+      implied diagonal.
 
   Example:
     >>> import numpy as np, optax_zoo
@@ -419,4 +426,14 @@ def from_mixing_matrix(mixing_matrix: Any) -> Topology:
     ) from e
   _check_mixing('mixing_matrix', [w])
   n = w.shape[0]
-  return Topology(f'from_mixing_matrix({n})', n, (_shift_exchanges(w),))
+  try:
+    return Topology(f'from_mixing_matrix({n})', n, (_shift_exchanges(w),))
+  except ValueError as e:
+    # Rows and columns each off by up to the tolerance can add up to more
+    # once the diagonal is the one the exchanges imply.
+    raise ValueError(
+      '`mixing_matrix` passes the doubly stochastic check only within its '
+      f'{_ATOL} tolerance: with the diagonal gossip mixes with, 1 minus '
+      f"each row's off-diagonal sum, it fails ({e}). Make its rows and "
+      'columns sum to 1 more exactly.'
+    ) from e

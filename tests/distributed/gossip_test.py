@@ -2,12 +2,15 @@
 ``jax.vmap(..., axis_name=...)`` on one device."""
 
 import itertools
+import pickle
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 import optax_zoo
 
@@ -242,3 +245,83 @@ def test_bad_construction_raises():
     jax.vmap(lambda g: tx.update(g, tx.init(g)), axis_name=AXIS)(
       jnp.zeros((1, 2))
     )
+
+
+def test_eval_params_outside_the_map_checks_the_worker_axis():
+  tx = optax_zoo.gossip(optax_zoo.ring(2), AXIS)
+  state = jax.vmap(tx.init, axis_name=AXIS)(jnp.zeros((2, 3)))
+  assert type(state).num_workers == 2
+  assert type(pickle.loads(pickle.dumps(state))).num_workers == 2
+  good = jnp.arange(6.0).reshape(2, 3)
+  np.testing.assert_allclose(
+    optax_zoo.eval_params(state, good), [[1.5, 2.5, 3.5]] * 2
+  )
+  for bad in (
+    jnp.arange(9.0).reshape(3, 3),  # three rows for two workers
+    jnp.float32(1.0),
+    {'w': good, 'b': jnp.zeros(())},
+  ):
+    with pytest.raises(ValueError, match=r'`params`.*size 2'):
+      optax_zoo.eval_params(state, bad)
+    with pytest.raises(ValueError, match=r'`params`.*size 2'):
+      optax_zoo.worker_mean(bad, num_workers=2)
+  with pytest.raises(ValueError, match=r'`params`.*the same size'):
+    optax_zoo.worker_mean({'a': jnp.zeros((2, 1)), 'b': jnp.zeros((3, 1))})
+  with pytest.raises(ValueError, match=r'`params`.*the same size'):
+    optax_zoo.consensus_distance({'a': jnp.zeros(2), 'b': jnp.zeros(())})
+  # Inside the map the state's worker count is checked against the axis.
+  other = jax.vmap(tx.init, axis_name=AXIS)(jnp.zeros((3, 3)))
+  with pytest.raises(ValueError, match=r'axis_name.*size 3.*2 workers'):
+    jax.vmap(optax_zoo.eval_params, axis_name=AXIS)(other, jnp.zeros((3, 3)))
+
+
+@pytest.mark.parametrize(
+  'axis_name', [0, 3, True, '', (), ('a', None), ('a', 1), ['workers'], {}]
+)
+def test_axis_names_jax_does_not_take_are_refused(axis_name):
+  for make in (
+    lambda: optax_zoo.gossip(optax_zoo.ring(2), axis_name),
+    lambda: optax_zoo.all_reduce_mean(axis_name),
+  ):
+    with pytest.raises(ValueError, match='axis_name'):
+      make()
+
+
+def test_any_name_jax_takes_is_accepted():
+  # A name that is not a string, and a tuple of axes reduced together.
+  name = 7.5
+  tx = optax_zoo.gossip(optax_zoo.ring(4), name, inner=optax.sgd(LR))
+  x = jnp.array([0.0, 3.0, 6.0, 9.0])
+  got = jax.vmap(
+    lambda x: optax.apply_updates(x, tx.update(x * 0, tx.init(x), x)[0]),
+    axis_name=name,
+  )(x)
+  np.testing.assert_allclose(got, optax_zoo.ring(4).mixing_matrix() @ x)
+  tx = optax_zoo.all_reduce_mean(('a', 'b'))
+  grads = jnp.arange(4.0).reshape(2, 2)
+  mean = jax.vmap(
+    jax.vmap(lambda g: tx.update(g, tx.init(g))[0], axis_name='b'),
+    axis_name='a',
+  )(grads)
+  np.testing.assert_allclose(mean, np.full((2, 2), 1.5))
+
+
+def test_worker_map_refuses_specs_it_cannot_strip():
+  mesh = jax.make_mesh((1, 1), (AXIS, 'model'), axis_types=(AxisType.Auto,) * 2)
+  for spec in (P(None, AXIS), P((AXIS, 'model')), P('model', AXIS)):
+    with pytest.raises(ValueError, match=r'in_specs.*worker axis'):
+      optax_zoo.worker_map(lambda p: p, mesh, spec, P(), axis_name=AXIS)
+    with pytest.raises(ValueError, match=r'out_specs.*worker axis'):
+      optax_zoo.worker_map(lambda p: p, mesh, P(), spec, axis_name=AXIS)
+  # Led by the worker axis alone: stripped, whatever follows.
+  seen = []
+  out = jax.jit(
+    optax_zoo.worker_map(
+      lambda p: seen.append(p.shape) or p,
+      mesh,
+      axis_name=AXIS,
+      in_specs=P(AXIS, None),
+      out_specs=P((AXIS,), 'model'),
+    )
+  )(jnp.ones((1, 3)))
+  assert seen == [(3,)] and out.shape == (1, 3)

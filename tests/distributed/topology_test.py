@@ -198,3 +198,28 @@ def test_topologies_are_hashable_and_not_callable():
   # static arguments.
   assert hash(optax_zoo.ring(4)) == hash(optax_zoo.ring(4))
   assert not callable(optax_zoo.ring(4))
+
+
+@pytest.mark.parametrize('off', [9e-7, 5e-6, 8e-6])
+def test_mixing_matrix_is_validated_as_given(off):
+  # Doubly stochastic only within the tolerance, in directions that add
+  # up once the diagonal is 1 minus the off-diagonal row sum.
+  w = [[0.5, 0.5 - off], [0.5 + off, 0.5]]
+  with pytest.raises(ValueError, match=r'^`mixing_matrix`.*doubly stochastic'):
+    optax_zoo.from_mixing_matrix(w)
+
+
+def test_implied_diagonal_is_the_given_one_within_the_tolerance():
+  w = np.full((3, 3), 1 / 3)
+  w[0, 0] += 4e-7  # row 0 and column 0 sum to 1 + 4e-7
+  got = optax_zoo.from_mixing_matrix(w).mixing_matrix()
+  off = ~np.eye(3, dtype=bool)
+  np.testing.assert_array_equal(got[off], w[off])
+  np.testing.assert_allclose(got, w, rtol=0, atol=1e-6)
+
+
+def test_tolerance_is_absolute():
+  # Column sums 1 +- 5e-6 are 5x the documented 1e-6.
+  skewed = optax_zoo.Exchange((1, 0), (0.5, 0.5 + 5e-6))
+  with pytest.raises(ValueError, match=r'schedule.*doubly stochastic'):
+    optax_zoo.Topology('skewed', 2, ((skewed,),))
