@@ -40,6 +40,12 @@ from optax_zoo.distributed._compressors import (
   random_k_compressor,
   top_k_compressor,
 )
+from optax_zoo.distributed._fedavg import (
+  FedAvgState,
+  dirichlet_split,
+  fedavg,
+  fisher_importance,
+)
 from optax_zoo.distributed._gossip import (
   GossipState,
   all_reduce_mean,
@@ -57,6 +63,13 @@ from optax_zoo.distributed._mesh import (
   worker_mesh,
   worker_specs,
 )
+from optax_zoo.distributed._nonblocking import (
+  DelayModel,
+  NonBlockingState,
+  finished_microbatches,
+  nonblocking_sgd,
+  simulated_step_time,
+)
 from optax_zoo.distributed._topology import (
   Exchange,
   Topology,
@@ -73,9 +86,12 @@ __all__ = [
   'Collective',
   'CompressedMeanState',
   'Compressor',
+  'DelayModel',
   'ErrorFeedbackState',
   'Exchange',
+  'FedAvgState',
   'GossipState',
+  'NonBlockingState',
   'Topology',
   'WireBytes',
   'adacomp',
@@ -87,8 +103,12 @@ __all__ = [
   'complete',
   'compressed_mean',
   'consensus_distance',
+  'dirichlet_split',
   'error_feedback',
   'exponential',
+  'fedavg',
+  'finished_microbatches',
+  'fisher_importance',
   'from_mixing_matrix',
   'gossip',
   'identity_compressor',
@@ -98,6 +118,7 @@ __all__ = [
   'natural_compressor',
   'natural_dithering',
   'natural_dithering_compressor',
+  'nonblocking_sgd',
   'one_peer_exponential',
   'place_on_mesh',
   'random_k_compressor',
@@ -105,6 +126,7 @@ __all__ = [
   'ring',
   'scale_by_adacomp',
   'shard_workers',
+  'simulated_step_time',
   'summarize_collectives',
   'to_host',
   'top_k_compressor',

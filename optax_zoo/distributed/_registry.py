@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from optax_zoo import adaptive
 from optax_zoo._src.method_info import MethodInfo, paper
-from optax_zoo.distributed import _compressed, _gossip, _topology
+from optax_zoo.distributed import (
+  _compressed,
+  _fedavg,
+  _gossip,
+  _nonblocking,
+  _topology,
+)
 
 # The common tests run a distributed method per worker under
 # jax.vmap(..., axis_name=<example axis_name>) over one worker, where it
@@ -207,4 +213,119 @@ _COMPRESSED_ENTRIES: tuple[MethodInfo, ...] = (
   ),
 )
 
-ENTRIES: tuple[MethodInfo, ...] = (*_GOSSIP_ENTRIES, *_COMPRESSED_ENTRIES)
+
+def _nonblocking_kwargs(learning_rate):
+  return {
+    'axis_name': _AXIS,
+    'inner': adaptive.sgd(learning_rate, momentum=0.9),
+  }
+
+
+_NONBLOCKING_ENTRIES: tuple[MethodInfo, ...] = (
+  MethodInfo(
+    name='nonblocking_sgd',
+    category='distributed',
+    factory=_nonblocking.nonblocking_sgd,
+    paper=paper(
+      'Accelerating Parallel Stochastic Gradient Descent via Non-blocking '
+      'Mini-batches',
+      'He & Dube',
+      2022,
+      '2211.00889',
+    ),
+    reference=(
+      'paper (mean of the finished mini-batch gradients): NumPy weighted '
+      'mean over fixed delay draws, 4 simulated workers; synchronous SGD '
+      'with gradient accumulation when all finish'
+    ),
+    state_copies=0,
+    # Not on the CNN learning-rate grid (it needs a worker axis): the
+    # inner SGD's usual rate.
+    learning_rate=0.1,
+    example_kwargs=_nonblocking_kwargs,
+    invalid_kwargs=(
+      {'axis_name': None},
+      {'axis_name': ['workers']},
+      {'inner': 'sgd'},
+    ),
+    needs_axis_name=True,
+    deviations=(
+      'combined by all-reduce only (the paper also by D-PSGD and MATCHA '
+      'gossip); the straggler delays come from DelayModel, not the '
+      "paper's distribution; without num_finished every micro-batch counts "
+      'and gradients shaped like the parameters are one micro-batch'
+    ),
+    parity=(
+      'NumPy float64 mean of exactly the finished micro-batches: max rel '
+      '1.2e-7 over 3 random delay draws, 4 vmapped workers; SSGD with '
+      'accumulation over 5 steps and 8 CPU devices over 3 steps: rtol 1e-5'
+    ),
+  ),
+)
+
+
+def _fedavg_kwargs(learning_rate):
+  # Two local steps: the common tests cross round boundaries; on their one
+  # client the average is the client's own model, and the penalty pulls it
+  # towards the model at the start of the round.
+  return {
+    'inner': adaptive.sgd(learning_rate, momentum=0.9),
+    'axis_name': _AXIS,
+    'local_steps': 2,
+    'continual_weight': 0.1,
+  }
+
+
+_FEDAVG_ENTRIES: tuple[MethodInfo, ...] = (
+  MethodInfo(
+    name='fedavg',
+    category='distributed',
+    factory=_fedavg.fedavg,
+    paper=paper(
+      'Continual Local Training for Better Initialization of Federated Models',
+      'Yao & Sun',
+      2020,
+      '2005.12657',
+    ),
+    reference=(
+      'McMahan et al. 2017 algorithm 1 (FederatedAveraging) plus the '
+      "paper's importance-weighted penalty, in NumPy step by step over 4 "
+      'vmapped clients; SSGD (all_reduce_mean) for one local step'
+    ),
+    # The global model; the importance weights add one more copy when an
+    # importance_fn is given.
+    state_copies=1,
+    # Not on the CNN learning-rate grid (it needs a client axis): SGD's.
+    learning_rate=0.1,
+    example_kwargs=_fedavg_kwargs,
+    invalid_kwargs=(
+      {'local_steps': 0},
+      {'client_fraction': 0.0},
+      {'client_fraction': 1.5},
+      {'continual_weight': -1.0},
+      {'axis_name': None},
+      {'inner': 'sgd'},
+      {'importance_fn': 3},
+      {'key': 'seed'},
+    ),
+    static_args=('local_steps', 'client_fraction', 'importance_fn', 'key'),
+    has_eval_params=True,
+    needs_axis_name=True,
+    deviations=(
+      'local_steps H steps per round in place of E local epochs; the '
+      "average and the importance (the server's work) are computed on every "
+      'client; eval_params is the global model of the last round'
+    ),
+    parity=(
+      'NumPy FedAvg with the uniform penalty (float64): rtol 1e-5 over 8 '
+      'steps, 4 clients; penalized gradient with Fisher weights rtol 1e-5'
+    ),
+  ),
+)
+
+ENTRIES: tuple[MethodInfo, ...] = (
+  *_GOSSIP_ENTRIES,
+  *_COMPRESSED_ENTRIES,
+  *_NONBLOCKING_ENTRIES,
+  *_FEDAVG_ENTRIES,
+)
