@@ -130,6 +130,21 @@ TINY = {
     },
     True,
   ),
+  'distributed.compression': (
+    '--models cnn --methods uncompressed adacomp --steps 2 --seeds 2 '
+    '--rates 0.1 --workers 2 --batch 8',
+    {
+      'distributed_compression': [
+        'steps',
+        'seeds',
+        'runs',
+        'summary',
+        'setting',
+        'claims',
+      ]
+    },
+    True,
+  ),
   # An extra-argument method and a wrapper: `info.build(lr)` must place the
   # rate and the loop supply the arguments.
   'lr_grid.run': (
