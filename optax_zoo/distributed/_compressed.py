@@ -15,16 +15,22 @@ Call the transforms inside `jax.shard_map` over ``axis_name``, or under
 Wire, per step and per worker, for n workers: a ring all-gather in which
 each worker receives the n - 1 other payloads, ``(n - 1) * P`` bytes where
 ``P`` is `Compressor.tree_payload_bytes` of the update (see
-`Compressor.wire_bytes`).
+`Compressor.wire_bytes`), and sends as many. That grows with n, while a ring
+all-reduce of the uncompressed update of ``B`` bytes moves ``2 (n - 1) / n *
+B``: compression saves bandwidth only while ``n < 2 B / P``, that is ``n <
+64 / b`` for float32 updates sent at b bits per coordinate (see
+`compressed_mean`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -124,11 +130,15 @@ def _all_gather(tree: Any, axis_name: Hashable) -> Any:
 def _as_key(key: Any) -> jax.Array:
   if isinstance(key, bool):
     raise ValueError(f'`key` must be an int seed or a PRNG key, got {key!r}.')
-  if isinstance(key, int):
+  if isinstance(key, (int, np.integer)):
     return jax.random.key(key)
-  if isinstance(key, jax.Array):
+  if isinstance(key, (jax.Array, np.ndarray)):
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
       return key
+    # `optax.inject_hyperparams` hands an int seed back as an int32 array,
+    # traced inside `update`.
+    if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
+      return jax.random.key(key)
     if key.dtype == jnp.uint32 and key.shape == (2,):
       return jax.random.wrap_key_data(key)
   raise ValueError(f'`key` must be an int seed or a PRNG key, got {key!r}.')
@@ -164,9 +174,17 @@ class _Keys:
 
 
 def _mean_of(decode, gathered: Any, n: int, dtype: Any) -> jax.Array:
-  """The average of the n gathered payloads decoded to float32."""
-  decoded = jax.vmap(decode)(gathered)
-  return (jnp.sum(decoded, axis=0) / n).astype(dtype)
+  """The average of the n gathered payloads decoded to float32.
+
+  The payloads are decoded one worker at a time into one accumulator, so
+  that decoding holds one float32 leaf, not n of them.
+  """
+
+  def worker(i):
+    return decode(jax.tree.map(lambda a: a[i], gathered))
+
+  total = lax.fori_loop(1, n, lambda i, acc: acc + worker(i), worker(0))
+  return (total / n).astype(dtype)
 
 
 def _exchange(compressor, payloads, like, axis_name, n):
@@ -180,6 +198,17 @@ def _exchange(compressor, payloads, like, axis_name, n):
     )
     for g, x in zip(gathered, like, strict=True)
   ]
+
+
+def _saturate(p: jax.Array, dtype: Any) -> jax.Array:
+  """Float32 ``p`` in ``dtype``, finite values clipped to its range.
+
+  A finite sum must not reach the wire as inf; NaN and inf pass as they are.
+  """
+  if jnp.dtype(dtype).itemsize >= 4:
+    return p.astype(dtype)
+  big = float(jnp.finfo(dtype).max)
+  return jnp.where(jnp.isfinite(p), jnp.clip(p, -big, big), p).astype(dtype)
 
 
 def compressed_mean(
@@ -203,16 +232,33 @@ def compressed_mean(
   Averaging happens in float32; the result has the update's dtype.
 
   Wire, per step and per worker for n workers: ``(n - 1) *
-  compressor.tree_payload_bytes(updates)`` bytes received (ring
-  all-gather); e.g. `natural_compressor` sends ``d + ceil(d / 8)`` uint8 per
-  leaf of d coordinates, against ``2 (n - 1) / n * 4 d`` for a float32 ring
-  all-reduce.
+  compressor.tree_payload_bytes(updates)`` bytes received, and as many sent
+  (ring all-gather, `Compressor.wire_bytes`); e.g. `natural_compressor`'s
+  payload is ``d + ceil(d / 8)`` uint8 per leaf of d coordinates. Payloads
+  are gathered, not reduced, so the traffic grows as ``n - 1``, whereas a
+  float32 ring all-reduce moves ``2 (n - 1) / n * 4 d`` bytes each way
+  (under ``8 d`` for any n). Compression saves bandwidth only while ``n <
+  64 / b`` for b payload bits per float32 coordinate (``n < 2 B / P`` in
+  general, B the uncompressed and P the payload bytes; sent plus received,
+  the convention of `busiest_node_bytes`, gives the same crossover):
+  natural compression (9 bits) beats the all-reduce for at most 7 workers
+  (``64 / 9 ~ 7.1``; at n = 8 it moves ``7.9 d`` bytes against ``7 d``),
+  natural dithering with 7 levels (4 bits) for at most 15. Every worker
+  holds the n gathered payloads (``n * P`` bytes) and decodes them one at a
+  time into a float32 accumulator: O(n d) time, one float32 leaf of memory
+  beyond the payloads.
+
+  Non-finite updates: the compressors never turn a NaN or inf into a finite
+  value, so a non-finite update on one worker makes the average non-finite
+  on every worker (NaN for `natural_compressor`).
 
   Args:
     compressor: a `Compressor`.
     axis_name: the mesh (or vmap) axis of the workers.
     key: an int seed or a PRNG key; the state holds it and splits it every
-      step, identically on every worker.
+      step, identically on every worker. Two transforms built with the same
+      key (the default 0 included) draw the same random bits step for step,
+      so their roundings are correlated: give each its own key.
 
   Returns:
     An `optax.GradientTransformationExtraArgs` with a `CompressedMeanState`;
@@ -298,13 +344,45 @@ def error_feedback(
   worker: under `jax.shard_map` its state leaves are sharded over
   ``axis_name``, not replicated.
 
+  The compressor must be a contraction, :math:`\omega < 1` for every leaf
+  (``compressor.variance_factor(d)``; :math:`1 - \delta` in Karimireddy et
+  al.): with :math:`\omega \ge 1` the residual can grow without bound
+  (the scaled `random_k_compressor`, :math:`\omega = d/k - 1`, makes it
+  grow geometrically). Such a compressor raises a ValueError when the state
+  is initialised or the update traced, rather than being rescaled by
+  :math:`1/(1 + \omega)` behind the user's back; use
+  ``random_k_compressor(k, scaled=False)``, `top_k_compressor`,
+  `natural_compressor` or, for large leaves, `natural_dithering_compressor`
+  with more levels (its :math:`\omega` reaches 1 at 14336 coordinates with
+  the default 7 levels).
+
+  The sum :math:`p_i` is formed in float32 and compressed in the update's
+  dtype, so the payload is the one `Compressor.payload_bytes` documents for
+  that dtype; a finite sum beyond that dtype's range (float16's 65504) is
+  sent saturated at its largest finite value and the excess stays in the
+  residual. What a low-precision payload cannot hold (bfloat16 rounding
+  included) stays in the float32 residual too.
+
+  Non-finite updates: a NaN or inf in a worker's update is sent (the
+  average becomes non-finite on every worker, as in `compressed_mean`) and
+  leaves that worker's residual NaN for good, in those coordinates (the
+  whole leaf for a compressor that poisons it, as natural dithering does):
+  every later average is NaN there too, on every worker. Nothing here
+  skips such a step; `optax.apply_if_finite` around this transform does
+  not either, since it checks each worker's own update and workers would
+  part ways around the all-gather. Restore the state (e.g. from a
+  checkpoint, or ``init`` again) after a non-finite step.
+
   Wire: as `compressed_mean`, ``(n - 1) * compressor.tree_payload_bytes``
-  bytes received per worker per step.
+  bytes received (and as many sent) per worker per step, the payload in the
+  update's dtype.
 
   Args:
-    compressor: a `Compressor`.
+    compressor: a `Compressor` with ``variance_factor(d) < 1`` for the
+      leaves it is used on.
     axis_name: the mesh (or vmap) axis of the workers.
-    key: an int seed or a PRNG key, as in `compressed_mean`.
+    key: an int seed or a PRNG key, as in `compressed_mean` (give each
+      transform its own).
     residual_dtype: dtype of the residual; float32 by default so that small
       errors accumulate even for bfloat16 updates.
 
@@ -340,7 +418,22 @@ def error_feedback(
   v.check_float_dtype('residual_dtype', residual_dtype, allow_none=False)
   keys = _Keys(key)
 
+  def check_contraction(tree):
+    for leaf in jax.tree.leaves(tree):
+      d = math.prod(jnp.shape(leaf))
+      omega = compressor.variance_factor(d) if d else 0.0
+      if not omega < 1:
+        raise ValueError(
+          f'`compressor` of `error_feedback` must be a contraction, variance '
+          f'factor < 1 for every leaf; {compressor.name} has {omega:.4g} for '
+          f'a leaf of {d} coordinates, with which error feedback can diverge. '
+          'Use top_k_compressor, random_k_compressor(k, scaled=False), '
+          'natural_compressor, or natural_dithering_compressor with more '
+          'levels.'
+        )
+
   def init_fn(params):
+    check_contraction(params)
     return ErrorFeedbackState(
       count=jnp.zeros([], jnp.int32),
       rng_key=keys.init(),
@@ -352,13 +445,14 @@ def error_feedback(
   def update_fn(updates, state, params=None, **extra):
     del params, extra
     n = _axis_size(axis_name)
+    check_contraction(updates)
     leaves, treedef = jax.tree.flatten(updates)
     residuals = treedef.flatten_up_to(state.residual)
     next_key, leaf_keys = keys.step(state.rng_key, axis_name, len(leaves))
     payloads, new_residuals = [], []
     for k, u, e in zip(leaf_keys, leaves, residuals, strict=True):
       p = e.astype(jnp.float32) + u.astype(jnp.float32)
-      payload = compressor.compress(k, p)
+      payload = compressor.compress(k, _saturate(p, u.dtype))
       sent = compressor.decompress(payload, p.shape, jnp.float32)
       payloads.append(payload)
       new_residuals.append((p - sent).astype(e.dtype))
@@ -505,18 +599,24 @@ def natural_compression(
     g = \frac1n \sum_i C_{\text{nat}}(g_i),\quad
     \Delta = -\eta\, \mathrm{SGD}(g).
 
-  9 bits per coordinate on the wire (`natural_compressor`); the averaged
-  gradient is unbiased with variance factor 1/8 per worker, so SGD's
-  convergence theory holds with the gradient variance inflated by at most
-  that factor (Horvath et al. 2019).
+  Each payload is 9 bits per coordinate (`natural_compressor`) against 32
+  for float32; the averaged gradient is unbiased with variance factor 1/8
+  per worker, so SGD's convergence theory holds with the gradient variance
+  inflated by at most that factor (Horvath et al. 2019).
 
   Wire, per step and per worker for n workers: ``(n - 1) * (d + ceil(d /
-  8))`` bytes received per leaf of d coordinates.
+  8))`` bytes received (and as many sent) per leaf of d coordinates. The
+  payloads are all-gathered, not reduced (the paper sends them to a
+  master), so this beats a float32 ring all-reduce's ``8 d (n - 1) / n``
+  only for n < 64/9, at most 7 workers; beyond that it moves more bytes
+  (see `compressed_mean`).
 
   Args:
     learning_rate: step size, a float >= 0 or a schedule.
     axis_name: the mesh (or vmap) axis of the workers.
-    key: an int seed or a PRNG key for the rounding.
+    key: an int seed or a PRNG key for the rounding (an int may also be
+      injected with `optax.inject_hyperparams`); give each compressed
+      transform its own key, or their roundings are correlated.
     momentum: SGD momentum in [0, 1), or None.
     nesterov: Nesterov momentum (needs ``momentum``).
 
@@ -566,15 +666,18 @@ def natural_dithering(
   variance factor).
 
   Wire, per step and per worker for n workers: ``(n - 1) * (4 + ceil(d b /
-  8) + ceil(d / 8))`` bytes received per leaf of d coordinates, ``b =
-  ceil(log2(levels + 1))``.
+  8) + ceil(d / 8))`` bytes received (and as many sent) per leaf of d
+  coordinates, ``b = ceil(log2(levels + 1))``: fewer than a float32 ring
+  all-reduce only for ``n < 64 / (b + 1)`` on large leaves (at most 15
+  workers with the default 7 levels; see `compressed_mean`).
 
   Args:
     learning_rate: step size, a float >= 0 or a schedule.
     axis_name: the mesh (or vmap) axis of the workers.
     levels: the number of nonzero levels, an int in [1, 126].
     norm: 2.0 or ``math.inf``.
-    key: an int seed or a PRNG key for the rounding.
+    key: an int seed or a PRNG key for the rounding; give each compressed
+      transform its own key, or their roundings are correlated.
     momentum: SGD momentum in [0, 1), or None.
     nesterov: Nesterov momentum (needs ``momentum``).
 

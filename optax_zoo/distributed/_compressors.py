@@ -121,10 +121,12 @@ class Compressor:
     )
 
   def wire_bytes(self, tree: Any, num_workers: int) -> int:
-    """Bytes each worker receives per step in `compressed_mean`.
+    """Bytes each worker receives (and sends) per step in `compressed_mean`.
 
     A ring all-gather of ``num_workers`` payloads: each worker receives
-    the ``num_workers - 1`` payloads of the others (and sends as many).
+    the ``num_workers - 1`` payloads of the others (and sends as many). It
+    grows with the workers, unlike a ring all-reduce's ``2 (n - 1) / n``
+    times the uncompressed bytes: see `compressed_mean` for the crossover.
     """
     v.check_int('num_workers', num_workers, minimum=1)
     return (num_workers - 1) * self.tree_payload_bytes(tree)
@@ -322,8 +324,9 @@ def natural_dithering_compressor(
   ``'levels'`` the level indices 0..s packed :math:`b = \lceil \log_2(s + 1)
   \rceil` bits each (uint8, ``(ceil(d b / 8),)``); ``'sign'`` packed sign
   bits (uint8, ``(ceil(d / 8),)``): :math:`b + 1 + 32/d` bits per
-  coordinate (4 for the default 7 levels). Non-finite inputs make the norm
-  non-finite and the whole leaf decodes to NaN.
+  coordinate (4 for the default 7 levels). A NaN or inf anywhere in the
+  leaf makes the norm non-finite and the whole leaf decodes to NaN (inf
+  included: the levels of the other coordinates are meaningless then).
 
   Wire: with `compressed_mean` over n workers, each worker receives
   ``(n - 1) * (4 + ceil(d b / 8) + ceil(d / 8))`` bytes per step per leaf.
@@ -379,7 +382,9 @@ def natural_dithering_compressor(
     size = math.prod(shape)
     code = _unpack_codes(payload['levels'], size, width).astype(jnp.int32)
     level = jnp.where(code == 0, 0.0, jnp.ldexp(1.0, code - s))
-    out = payload['norm'] * _signs(payload['sign'], size) * level
+    scale = payload['norm']
+    out = scale * _signs(payload['sign'], size) * level
+    out = jnp.where(jnp.isfinite(scale), out, jnp.nan)
     return out.astype(dtype).reshape(shape)
 
   def omega(d):

@@ -33,7 +33,7 @@ _SCRIPT = textwrap.dedent(
   first = lambda t: jax.tree.map(lambda a: a[0], t)
   stacked = lambda t: jax.tree.map(lambda a: a[None], t)
 
-  def on_mesh(tx, per_worker_state=None):
+  def mesh_step(tx, per_worker_state=None, like=like):
     # per_worker_state: the state leaves that differ between workers
     # (residuals), sharded over AX with a leading worker axis.
     state = tx.init(like)
@@ -57,6 +57,10 @@ _SCRIPT = textwrap.dedent(
 
     f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(AX), specs),
                               out_specs=(P(), specs)))
+    return f, state
+
+  def on_mesh(tx, per_worker_state=None):
+    f, state = mesh_step(tx, per_worker_state)
     outs = []
     for g in seq:
       u, state = f(g, state)
@@ -124,6 +128,47 @@ _SCRIPT = textwrap.dedent(
     for u, s in zip(outs, sim, strict=True):
       same(u, first(s))
     same(getattr(state, per_worker), getattr(sim_state, per_worker))
+
+  # 5. Bytes each worker sends and receives, read from the lowered program
+  # by optax_zoo.wire_bytes, equal the documented formulas: (N - 1) times
+  # the payload (`Compressor.wire_bytes`; AdaComp's from its docstring),
+  # in float32 and bfloat16 (the payload has the update's dtype).
+  def adacomp_bytes(tree, bin_size, slots):
+    total = 0
+    for a in jax.tree.leaves(tree):
+      b = -(-a.size // bin_size) * slots
+      total += 4 + b + -(-b // 8)  # scale, uint8 indices, sign bits
+    return (N - 1) * total
+
+  top = optax_zoo.top_k_compressor(5)
+  dith = optax_zoo.natural_dithering_compressor()
+  for dtype in (jnp.float32, jnp.bfloat16):
+    lk = jax.tree.map(lambda a: a.astype(dtype), like)
+    g = jax.tree.map(lambda a: a.astype(dtype), seq[0])
+    for name, tx, per_worker, want in (
+      ('natural', nat, None, c.wire_bytes(lk, N)),
+      ('dithering', optax_zoo.compressed_mean(dith, AX), None,
+       dith.wire_bytes(lk, N)),
+      ('top_k', optax_zoo.compressed_mean(top, AX), None,
+       top.wire_bytes(lk, N)),
+      ('ef_top_k', optax_zoo.error_feedback(top, AX), ('residual',),
+       top.wire_bytes(lk, N)),
+      ('adacomp', optax_zoo.scale_by_adacomp(AX, bin_size=50, max_per_bin=2),
+       ('residue',), adacomp_bytes(lk, 50, 2)),
+    ):
+      f, state = mesh_step(tx, per_worker, like=lk)
+      w = optax_zoo.wire_bytes(f, g, state)
+      assert w.exact and w.num_devices == N, (name, dtype)
+      assert w.per_worker == want, (name, dtype, w.per_worker, want)
+      assert set(w.sent) == {want} and set(w.received) == {want}, (
+        name, dtype, w.sent, w.received)
+      assert set(w.by_kind()) == {'all-gather'}, (name, w.by_kind())
+  # The documented numbers themselves (payloads of w (1000,) and b (37,)).
+  assert top.wire_bytes(like, N) == 7 * 2 * 5 * (4 + 4)
+  bf = jax.tree.map(lambda a: a.astype(jnp.bfloat16), like)
+  assert top.wire_bytes(bf, N) == 7 * 2 * 5 * (2 + 4)
+  assert dith.wire_bytes(like, N) == 7 * ((4 + 375 + 125) + (4 + 14 + 5))
+  assert adacomp_bytes(like, 50, 2) == 7 * ((4 + 40 + 5) + (4 + 2 + 1))
   print('OK')
   """
 )

@@ -324,3 +324,111 @@ def test_unbound_axis_name_raises():
 def test_bad_input_raises(build, match):
   with pytest.raises(ValueError, match=match):
     build()
+
+
+def _one_device_gathers(tx, g):
+  """The all-gathers of one `tx.update` on a one-device mesh (lowered)."""
+  from jax.sharding import AxisType
+  from jax.sharding import PartitionSpec as P
+
+  mesh = jax.make_mesh((1,), (AXIS,), axis_types=(AxisType.Auto,))
+  state = tx.init(g)
+  f = jax.shard_map(
+    lambda g, s: tx.update(g, s)[0],
+    mesh=mesh,
+    in_specs=(P(), P()),
+    out_specs=P(),
+  )
+  w = optax_zoo.wire_bytes(f, g, state)
+  return [c for c in w.collectives if c.kind == 'all-gather']
+
+
+@pytest.mark.parametrize(
+  ('compressor', 'payload'),
+  [
+    (optax_zoo.identity_compressor(), 64 * 2),
+    (optax_zoo.top_k_compressor(2), 2 * (2 + 4)),
+    (optax_zoo.natural_compressor(), 64 + 8),
+  ],
+)
+def test_error_feedback_sends_the_payload_of_the_update_dtype(
+  compressor, payload
+):
+  # The residual sum is float32, but what crosses the wire must be the
+  # bf16 payload `Compressor.payload_bytes` documents (identity used to
+  # send 256 bytes for 64 bf16 coordinates, top_k(2) 16).
+  g = jnp.ones(64, jnp.bfloat16)
+  tx = optax_zoo.error_feedback(compressor, AXIS)
+  gathers = _one_device_gathers(tx, g)
+  assert sum(c.payload_bytes for c in gathers) == payload
+  assert compressor.tree_payload_bytes(g) == payload
+  assert compressor.wire_bytes(g, 2) == payload
+
+
+def test_error_feedback_float16_large_values_stay_finite():
+  # 40000 lies in float16's top binade: natural compression must not round
+  # it up to 2^16 (inf in float16), also once the residual has grown.
+  g = jnp.full((N, 4), 40000.0, jnp.float16)
+  tx = optax_zoo.error_feedback(optax_zoo.natural_compressor(), AXIS, key=2)
+  outs, state = _run(tx, [g] * 6)
+  for out in outs:
+    assert out.dtype == jnp.float16
+    np.testing.assert_array_equal(out, np.full((N, 4), 2.0**15))
+  # Nothing is lost: sent plus residual is the sum of the updates.
+  np.testing.assert_allclose(
+    np.asarray(state.residual), np.full((N, 4), 6 * (40000.0 - 2.0**15))
+  )
+
+
+def test_error_feedback_rejects_non_contractive_compressors():
+  g = jnp.ones((1, 10))
+  for c, d in (
+    (optax_zoo.random_k_compressor(1), 10),  # omega = d/k - 1 = 9
+    (optax_zoo.natural_dithering_compressor(7), 20000),  # omega ~ 1.35
+  ):
+    x = jnp.ones((1, d))
+    tx = optax_zoo.error_feedback(c, AXIS)
+    with pytest.raises(ValueError, match=rf'`compressor`.*leaf of {d} coord'):
+      tx.init(x[0])
+    state = jax.vmap(tx.init)(jnp.ones((1, 1)))
+    with pytest.raises(ValueError, match=rf'`compressor`.*leaf of {d} coord'):
+      # The state of a one-coordinate leaf (omega < 1) passed init; the
+      # update is checked again when traced.
+      jax.vmap(tx.update, axis_name=AXIS)(x, state)
+  # Contractions pass: top_k (1 - k/d), unscaled random_k, natural (1/8),
+  # and natural dithering on a small leaf.
+  for c in (
+    optax_zoo.top_k_compressor(1),
+    optax_zoo.random_k_compressor(1, scaled=False),
+    optax_zoo.natural_compressor(),
+    optax_zoo.natural_dithering_compressor(7),
+  ):
+    tx = optax_zoo.error_feedback(c, AXIS)
+    _run(tx, [g])
+
+
+def test_error_feedback_residual_stays_nan_after_a_nan_update():
+  good = jnp.ones((2, 3))
+  bad = good.at[1, 0].set(jnp.nan)
+  tx = optax_zoo.error_feedback(optax_zoo.top_k_compressor(1), AXIS)
+  outs, state = _run(tx, [bad, good, good])
+  assert all(np.all(np.isnan(o[:, 0])) for o in outs)
+  assert np.isnan(state.residual[1, 0]) and np.all(
+    np.isfinite(state.residual[0])
+  )
+  # top_k keeps choosing the NaN: that worker's other coordinates wait in
+  # its residual.
+  np.testing.assert_array_equal(state.residual[1, 1:], [3.0, 3.0])
+
+
+def test_inject_hyperparams_takes_the_key_as_a_hyperparameter():
+  grads = _worker_grads(4)
+  plain = optax_zoo.natural_compression(0.1, AXIS, key=3)
+  injected = optax.inject_hyperparams(optax_zoo.natural_compression)(
+    learning_rate=0.1, axis_name=AXIS, key=3
+  )
+  want, _ = _run(plain, [grads, grads])
+  got, _ = _run(injected, [grads, grads])
+  for o, w in zip(got, want, strict=True):
+    for a, b in zip(jax.tree.leaves(o), jax.tree.leaves(w), strict=True):
+      np.testing.assert_array_equal(a, b)

@@ -227,23 +227,74 @@ def test_natural_low_precision_input(dtype):
   assert np.all(np.abs(s[:, ok].mean(axis=0) - xf[ok]) < Z * se + 1e-12)
 
 
-def test_natural_dithering_is_unbiased_within_its_variance_factor():
-  x = jnp.asarray(
-    np.array([0.05, -0.3, 1.0, 2.2, -0.01, 0.0, 0.7, -1.6], np.float32)
+def _dithering_law(x, levels, norm):
+  """Natural dithering's two neighbours and P(up) per coordinate, float64."""
+  xf = np.asarray(x, np.float64)
+  scale = np.max(np.abs(xf)) if norm == math.inf else np.linalg.norm(xf)
+  y = np.abs(xf) / scale
+  grid = np.concatenate([[0.0], 2.0 ** np.arange(1 - levels, 1)])
+  j = np.clip(np.searchsorted(grid, y, side='right') - 1, 0, levels - 1)
+  lo, hi = grid[j], grid[j + 1]
+  p = (y - lo) / (hi - lo)
+  return scale * np.sign(xf) * lo, scale * np.sign(xf) * hi, p
+
+
+def _dithering_sample_ok(samples, x, levels, norm):
+  """Whether draws follow natural dithering's law, by its mean and variance.
+
+  Per coordinate the law is two-point (lo w.p. 1 - p, hi w.p. p): the
+  sample mean and the sample variance are each z-tested against it.
+  """
+  lo, hi, p = _dithering_law(x, levels, norm)
+  n = len(samples)
+  on_grid = np.all(
+    np.isclose(samples, lo, rtol=1e-6) | np.isclose(samples, hi, rtol=1e-6)
   )
+  mean = lo + p * (hi - lo)
+  var = p * (1 - p) * (hi - lo) ** 2
+  random = var > 0
+  exact = np.allclose(samples[:, ~random], mean[~random], rtol=1e-6)
+  z_mean = (samples.mean(0) - mean)[random] / np.sqrt(var[random] / n)
+  # Var of the sample variance of a two-point law: (mu4 - var^2) / n.
+  pq = (p * (1 - p))[random]
+  mu4 = (hi - lo)[random] ** 4 * pq * (1 - 3 * pq)
+  z_var = (samples.var(0)[random] - var[random]) / np.sqrt(
+    (mu4 - var[random] ** 2) / n
+  )
+  return bool(
+    on_grid
+    and exact
+    and np.all(np.abs(z_mean) < Z)
+    and np.all(np.abs(z_var) < Z)
+  )
+
+
+def test_natural_dithering_is_unbiased_within_its_variance_factor():
+  x = np.array([0.05, -0.3, 1.0, 2.2, -0.01, 0.0, 0.7, -1.6], np.float32)
+  rng = np.random.default_rng(0)
   for norm in (2.0, math.inf):
     c = optax_zoo.natural_dithering_compressor(3, norm=norm)
-    s = _draws(c, x)
+    s = _draws(c, jnp.asarray(x))
     xf = np.float64(x)
-    sd = s.std(axis=0)
-    mean = s.mean(axis=0)
-    exact = sd == 0
-    np.testing.assert_allclose(mean[exact], xf[exact], rtol=1e-6)
-    z = (mean[~exact] - xf[~exact]) / (sd[~exact] / np.sqrt(DRAWS))
-    assert np.all(np.abs(z) < Z), (norm, z)
+    assert _dithering_sample_ok(s, x, 3, norm), norm
     err = ((s - xf) ** 2).sum(axis=1)
     ratio = err.mean() / np.sum(xf**2)
     assert ratio <= c.variance_factor(8), (norm, ratio)
+    # The same test rejects wrong laws drawn in NumPy: rounding to the
+    # nearest level (deterministic, variance too small), a fair coin
+    # between the two levels (biased) and an unbiased rounding between 0
+    # and the upper level (unbiased, variance too large: z ~ 2000).
+    lo, hi, p = _dithering_law(x, 3, norm)
+    u = rng.random((DRAWS, len(x)))
+    nearest = np.broadcast_to(np.where(p >= 0.5, hi, lo), u.shape)
+    coin = np.where(u < 0.5, hi, lo)
+    p_skip = np.divide(xf, hi, out=np.zeros_like(xf), where=hi != 0)
+    skip = np.where(u < p_skip, hi, 0.0)
+    assert np.allclose(skip.mean(0), xf, atol=Z * np.abs(hi) / DRAWS**0.5)
+    for name, wrong in (('nearest', nearest), ('coin', coin), ('skip', skip)):
+      assert not _dithering_sample_ok(wrong, x, 3, norm), (norm, name)
+    # ... and accepts the right law drawn in NumPy.
+    assert _dithering_sample_ok(np.where(u < p, hi, lo), x, 3, norm), norm
 
 
 def test_natural_dithering_law_accepts_the_right_law_and_rejects_wrong_ones():
@@ -284,7 +335,12 @@ def test_natural_dithering_zero_nan_and_bf16():
   key = jax.random.key(0)
   np.testing.assert_array_equal(_rt(c, key, jnp.zeros(3)), np.zeros(3))
   assert np.all(np.isnan(_rt(c, key, jnp.array([1.0, jnp.nan, 2.0]))))
-  assert not np.any(np.isfinite(_rt(c, key, jnp.array([1.0, jnp.inf, 2.0]))))
+  # A non-finite norm decodes the whole leaf to NaN, for either norm (with
+  # the inf-norm the inf itself used to come back as inf, the rest NaN).
+  for cn in (c, optax_zoo.natural_dithering_compressor(3, norm=math.inf)):
+    for bad in (jnp.inf, -jnp.inf):
+      y = _rt(cn, key, jnp.array([1.0, bad, 2.0, 0.0]))
+      assert np.all(np.isnan(y)), (cn.name, y)
   # Huge values: the scaled 2-norm does not overflow.
   assert np.all(np.isfinite(_rt(c, key, jnp.array([3e38, -3e38, 1.0]))))
   assert _rt(c, key, jnp.array([0.5, -1.5, 3.0], jnp.bfloat16)).dtype == (
