@@ -175,3 +175,43 @@ def assert_trees_close(a: Any, b: Any, *, rtol: float, atol: float = 0.0):
 def shapes_and_dtypes(tree: Any) -> Any:
   """The tree's structure with each leaf replaced by (shape, dtype)."""
   return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
+
+
+def run_on_cpu_devices(
+  script: str,
+  *,
+  devices: int = 8,
+  timeout: float = 300,
+  optimized: bool = False,
+) -> str:
+  """Runs ``script`` in a fresh Python on ``devices`` CPU devices.
+
+  The device count is fixed when JAX starts (and the suite runs on one), so
+  mesh tests run their checks in a subprocess; the script must print 'OK'
+  last. As the rest of the suite, it compiles with most XLA optimizations
+  off (correctness, not speed) unless ``optimized``. Returns its stdout;
+  fails the test with its stderr otherwise.
+  """
+  import os
+  import subprocess
+  import sys
+
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (
+    f'{env.get("XLA_FLAGS", "")} '
+    f'--xla_force_host_platform_device_count={devices}'
+  )
+  env['JAX_PLATFORMS'] = 'cpu'
+  if not optimized:
+    env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
+  done = subprocess.run(
+    [sys.executable, '-c', script],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
+  assert done.returncode == 0, done.stderr[-4000:]
+  assert done.stdout.strip().endswith('OK'), done.stdout
+  return done.stdout

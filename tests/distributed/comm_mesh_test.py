@@ -7,10 +7,9 @@ the device count is fixed when JAX starts, and the suite runs on one device.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from optax_zoo._src import test_utils as tu
 
 _SCRIPT = textwrap.dedent(
   """
@@ -104,18 +103,4 @@ _SCRIPT = textwrap.dedent(
 
 
 def test_wire_bytes_of_mesh_programs_equal_the_documented_formulas():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-  )
-  env['JAX_PLATFORMS'] = 'cpu'
-  done = subprocess.run(
-    [sys.executable, '-c', _SCRIPT],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
-  assert done.returncode == 0, done.stderr[-4000:]
-  assert done.stdout.strip().endswith('OK'), done.stdout
+  tu.run_on_cpu_devices(_SCRIPT)

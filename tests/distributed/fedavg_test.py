@@ -1,9 +1,6 @@
 """FedAvg with local continual training on clients simulated with
 ``jax.vmap(..., axis_name=...)``, and its helpers."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -398,18 +395,4 @@ print('OK')
 
 
 def test_on_an_8_device_mesh_equals_vmapped_clients():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-  )
-  env['JAX_PLATFORMS'] = 'cpu'
-  done = subprocess.run(
-    [sys.executable, '-c', _MESH_SCRIPT],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
-  assert done.returncode == 0, done.stderr[-4000:]
-  assert done.stdout.strip().endswith('OK'), done.stdout
+  tu.run_on_cpu_devices(_MESH_SCRIPT)

@@ -7,10 +7,9 @@ the suite runs on one device) runs every check with `jax.shard_map` through
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from optax_zoo._src import test_utils as tu
 
 _SCRIPT = textwrap.dedent(
   """
@@ -237,18 +236,4 @@ _SCRIPT = textwrap.dedent(
 
 
 def test_gossip_and_all_reduce_on_an_8_device_mesh():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-  )
-  env['JAX_PLATFORMS'] = 'cpu'
-  done = subprocess.run(
-    [sys.executable, '-c', _SCRIPT],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
-  assert done.returncode == 0, done.stderr[-4000:]
-  assert done.stdout.strip().endswith('OK'), done.stdout
+  tu.run_on_cpu_devices(_SCRIPT)

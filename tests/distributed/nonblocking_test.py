@@ -2,9 +2,6 @@
 simulated with ``jax.vmap(..., axis_name=...)`` on one device, and on a
 real 8-device CPU mesh in one subprocess."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -14,6 +11,7 @@ import optax
 import pytest
 
 import optax_zoo
+from optax_zoo._src import test_utils as tu
 
 AXIS = 'workers'
 N, M, LR, MOMENTUM, STEPS = 4, 3, 0.1, 0.9, 5
@@ -351,18 +349,4 @@ _MESH_SCRIPT = textwrap.dedent(
 
 
 def test_nonblocking_sgd_on_an_8_device_mesh():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-  )
-  env['JAX_PLATFORMS'] = 'cpu'
-  done = subprocess.run(
-    [sys.executable, '-c', _MESH_SCRIPT],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
-  assert done.returncode == 0, done.stderr[-4000:]
-  assert done.stdout.strip().endswith('OK'), done.stdout
+  tu.run_on_cpu_devices(_MESH_SCRIPT)
