@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
-from optax_zoo._src import tree_utils
+from optax_zoo._src import compat, tree_utils
 from optax_zoo._src import validation as v
 
 __all__ = [
@@ -37,7 +39,42 @@ def _mean_leaf(x: jax.Array) -> jax.Array:
   return x[0]  # booleans, keys: the first replica's
 
 
-def replica_mean(tree: Any) -> Any:
+def _pmean_leaf(x: jax.Array, axis_name: Hashable) -> jax.Array:
+  """`_mean_leaf` across the bound ``axis_name``, one replica per member."""
+  x = jnp.asarray(x)
+  if jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(
+    x.dtype, jnp.complexfloating
+  ):
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    return lax.pmean(x.astype(wide), axis_name).astype(x.dtype)
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    mean = lax.pmean(x.astype(jnp.float32), axis_name)
+    return jnp.ceil(mean).astype(x.dtype)
+  raise ValueError(
+    f'replica_mean over `axis_name` {axis_name!r} averages float and integer '
+    f'leaves only, got a leaf of dtype {x.dtype}.'
+  )
+
+
+def _bound(axis_name: Hashable, num_replicas: int | None, fn: str) -> None:
+  """A `ValueError` unless ``axis_name`` is bound here with one member per
+  replica."""
+  size = compat.axis_size(axis_name)
+  if size is None:
+    raise ValueError(
+      f'`axis_name` {axis_name!r} is not bound: call {fn} inside '
+      'jax.shard_map over a mesh with that axis (one replica per device, '
+      f'optax_zoo.worker_map) or under jax.vmap(..., axis_name='
+      f'{axis_name!r}).'
+    )
+  if num_replicas is not None and size != num_replicas:
+    raise ValueError(
+      f'`axis_name` {axis_name!r} has size {size}, but `num_replicas` is '
+      f'{num_replicas}: one replica per member of the axis.'
+    )
+
+
+def replica_mean(tree: Any, axis_name: Hashable | None = None) -> Any:
   """The centre of mass of replicated parameters or model state.
 
   Averages every leaf over its leading replica axis (in float32 or wider,
@@ -50,18 +87,36 @@ def replica_mean(tree: Any) -> Any:
   centre on training data (`optax_zoo.eval_model`), which is more accurate
   for a nonlinear network.
 
+  With ``axis_name`` (inside `jax.shard_map` or ``jax.vmap(...,
+  axis_name=...)``, one replica per member of the axis, as
+  ``replicated_sgd(..., axis_name=...)`` trains) ``tree`` is this
+  replica's, without the replica axis, and the mean is a `lax.pmean` over
+  the axis (float and integer leaves only); the result is the same on
+  every member.
+
   Args:
-    tree: a pytree whose leaves all carry a leading replica axis.
+    tree: a pytree whose leaves all carry a leading replica axis; with
+      ``axis_name``, one replica's tree.
+    axis_name: None for a leading replica axis, or the bound mapped axis
+      whose members hold one replica each.
 
   Returns:
     The tree without the replica axis.
+
+  Raises:
+    ValueError: if ``axis_name`` is given but not bound, or a leaf is
+      neither float nor integer there.
 
   Example:
     >>> import jax.numpy as jnp, optax_zoo
     >>> optax_zoo.replica_mean({'w': jnp.array([[1.0, 2.0], [3.0, 6.0]])})
     {'w': Array([2., 4.], dtype=float32)}
   """
-  return jax.tree.map(_mean_leaf, tree)
+  if axis_name is None:
+    return jax.tree.map(_mean_leaf, tree)
+  compat.check_axis_name(axis_name)
+  _bound(axis_name, None, 'replica_mean')
+  return jax.tree.map(functools.partial(_pmean_leaf, axis_name=axis_name), tree)
 
 
 def replicate(params: Any, num_replicas: int) -> Any:
@@ -187,10 +242,15 @@ def exponential_coupling(
 class ReplicatedState(NamedTuple):
   """State of `replicated_sgd`.
 
+  With ``axis_name`` the state is of a subclass that records it
+  (``type(state).axis_name`` and ``type(state).num_replicas``), which is
+  how `eval_params` knows what to average over.
+
   Attributes:
-    count: steps taken, int32 (what a ``coupling`` schedule reads).
+    count: steps taken, int32 (what a ``coupling`` schedule reads), the
+      same on every replica.
     inner_state: ``inner``'s state, one per replica (vmapped: every leaf
-      has the leading replica axis).
+      has the leading replica axis; with ``axis_name``, this replica's).
     replicated: an int8 scalar per parameter leaf it trains (an
       `optax.MaskedNode` where an `optax.masked` or `optax.multi_transform`
       branch leaves a leaf out), so `eval_params` centres only those.
@@ -199,6 +259,8 @@ class ReplicatedState(NamedTuple):
   count: jax.Array
   inner_state: optax.OptState
   replicated: Any
+  axis_name = None
+  num_replicas = None
 
   def eval_params(self, params: Any) -> Any:
     """The centre of mass, broadcast to every replica (params' shapes).
@@ -207,14 +269,56 @@ class ReplicatedState(NamedTuple):
     every replica slot holds the centre: evaluate replica 0 of it, or use
     `replica_mean` for the unreplicated centre. Leaves this transform does
     not train (outside its `optax.masked` or `optax.multi_transform`
-    branch) come back as they are.
+    branch) come back as they are. With ``axis_name``, inside the map it
+    is the `lax.pmean` of the replicas' parameters (the centre on every
+    device); outside it, ``params`` are the stacked replicas (a leading
+    axis of ``num_replicas``, as `optax_zoo.shard_workers` places them)
+    and the mean over that axis is broadcast back.
     """
+    axis = self.axis_name
+    if axis is not None and compat.axis_size(axis) is not None:
+      _bound(axis, self.num_replicas, 'eval_params')
+      centre = functools.partial(_pmean_leaf, axis_name=axis)
+      return tree_utils.map_params(
+        lambda p, _: centre(p), params, self.replicated, same_shapes=False
+      )
+    if axis is not None:
+      _check_replica_axis(params, self.num_replicas)
     return tree_utils.map_params(
       lambda p, _: jnp.broadcast_to(_mean_leaf(p), jnp.shape(p)),
       params,
       self.replicated,
       same_shapes=False,
     )
+
+  def __reduce__(self):
+    return (_rebuild_state, (self.axis_name, self.num_replicas, tuple(self)))
+
+
+@functools.cache
+def _state_type(
+  axis_name: Hashable, num_replicas: int
+) -> type[ReplicatedState]:
+  return type(
+    'ReplicatedState',
+    (ReplicatedState,),
+    {
+      '__slots__': (),
+      'axis_name': axis_name,
+      'num_replicas': num_replicas,
+      '__module__': __name__,
+    },
+  )
+
+
+def _rebuild_state(
+  axis_name: Hashable | None,
+  num_replicas: int | None,
+  fields: tuple[Any, ...],
+) -> ReplicatedState:
+  if axis_name is None:
+    return ReplicatedState(*fields)
+  return _state_type(axis_name, num_replicas)(*fields)
 
 
 def _check_replica_axis(params: Any, num_replicas: int) -> None:
@@ -233,6 +337,7 @@ def replicated_sgd(
   *,
   num_replicas: int,
   coupling: optax.ScalarOrSchedule,
+  axis_name: Hashable | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Replicated SGD (Pittorino et al., 2021): replicas coupled elastically.
 
@@ -265,24 +370,54 @@ def replicated_sgd(
   replica axis, and `replica_mean` of the model state averages the
   BatchNorm buffers as the reference does.
 
+  **Across devices** (``axis_name`` given): one replica per device, inside
+  `jax.shard_map` over a mesh axis of ``num_replicas`` devices
+  (`optax_zoo.worker_map`), or per member of ``jax.vmap(...,
+  axis_name=...)`` to simulate them on one device. Each device holds its
+  replica's parameters, gradients and ``inner`` state *without* the
+  replica axis, and its gradients are its own :math:`\nabla L_a` (of its
+  own minibatch loss, not rescaled); the centre :math:`\bar x` is a
+  `lax.pmean` over ``axis_name``. The step is the same as the stacked
+  one's, replica by replica (the 8-device test checks it step by step).
+  Place the state with `optax_zoo.init_on_workers` (its scalar ``count``
+  replicated, the rest per replica) and evaluate the centre with
+  `optax_zoo.eval_params` inside the map (the pmean) or outside it on the
+  stacked replicas.
+
+  **What crosses the wire** (``axis_name`` given): one `lax.pmean` of a
+  copy of the parameters per step, in float32 (the parameters' dtype if
+  wider): with :math:`M` the number of parameters of one replica, a ring
+  all-reduce sends and receives :math:`2 \frac{R-1}{R} \cdot 4 M` bytes
+  per device (:math:`8 M` over float64), whatever ``coupling`` is, and
+  nothing else (the step count and ``inner`` stay local). `eval_params`
+  inside the map costs one more such pmean when it is called.
+
   Args:
     inner: the optimizer of each replica (the reference: SGD with Nesterov
-      momentum 0.9 and weight decay 5e-4). It is vmapped over replicas;
-      extra update arguments reach it unmapped, so an ``inner`` that needs
+      momentum 0.9 and weight decay 5e-4). It is vmapped over replicas
+      (with ``axis_name``, run once on each device's replica); extra
+      update arguments reach it unmapped, so an ``inner`` that needs
       ``grad_fn`` is not supported.
     num_replicas: :math:`R`, an int >= 2 (the reference's ``y``).
     coupling: :math:`\gamma_t \ge 0`, a float or a schedule of the step
       count; `exponential_coupling` grows it per epoch as the reference
       does. The reference's ``g`` is ``coupling / 2`` (its coupling loss is
       ``g * mean_a ||x_a - c||^2`` of a loss averaged over replicas).
+    axis_name: None (the default) for parameters with a leading replica
+      axis on one device; or the mapped axis (a `jax.shard_map` mesh axis
+      or a ``jax.vmap`` axis name) of ``num_replicas`` members, each
+      holding one replica.
 
   Returns:
     An `optax.GradientTransformationExtraArgs` whose ``update`` needs
     ``params``; its state defines ``eval_params`` (the centre).
 
   Raises:
-    ValueError: for ``num_replicas < 2``, a negative ``coupling``, or (at
-      ``init``) parameters without the leading replica axis.
+    ValueError: for ``num_replicas < 2``, a negative ``coupling``, an
+      ``axis_name`` that cannot name an axis, (at ``init``, without
+      ``axis_name``) parameters without the leading replica axis, or (at
+      ``update``, with it) an ``axis_name`` that is not bound there or
+      whose size is not ``num_replicas``.
 
   Example:
     Two replicas, each pulled to its own example (``x = 1`` and ``3``) and
@@ -305,6 +440,24 @@ def replicated_sgd(
     [1.5, 2.5]
     >>> optax_zoo.replica_mean(params)  # the centre (eval_params: per slot)
     Array([2.], dtype=float32)
+
+    The same replicas one per member of a mapped axis (``jax.vmap`` here;
+    `jax.shard_map` over a mesh of two devices alike), each with its own
+    example and gradient:
+
+    >>> tx = optax_zoo.replicated_sgd(
+    ...   optax_zoo.sgd(0.5), num_replicas=2, coupling=1.0, axis_name='r')
+    >>> def train(x):  # one replica, shape (1,), no replica axis
+    ...   params = jnp.zeros(1)
+    ...   state = tx.init(params)
+    ...   for _ in range(100):
+    ...     grads = jax.grad(lambda p: loss_fn(p, x))(params)
+    ...     updates, state = tx.update(grads, state, params)
+    ...     params = optax.apply_updates(params, updates)
+    ...   return params, optax_zoo.eval_params(state, params)
+    >>> params, centre = jax.vmap(train, axis_name='r')(batch)
+    >>> [round(float(p), 4) for p in params[:, 0]], centre[:, 0].tolist()
+    ([1.5, 2.5], [2.0, 2.0])
 
   References:
     Pittorino et al., `Entropic gradient descent algorithms and wide flat
@@ -335,6 +488,9 @@ def replicated_sgd(
   v.check_learning_rate(coupling, 'coupling')
   n = int(num_replicas)
   inner = optax.with_extra_args_support(inner)
+  if axis_name is not None:
+    compat.check_axis_name(axis_name)
+    return _replicated_across(inner, n, coupling, axis_name)
 
   def init_fn(params: Any) -> ReplicatedState:
     _check_replica_axis(params, n)
@@ -362,6 +518,47 @@ def replicated_sgd(
 
     new_updates, inner_state = jax.vmap(one)(coupled, state.inner_state, params)
     return new_updates, ReplicatedState(
+      count=optax.safe_increment(state.count),
+      inner_state=inner_state,
+      replicated=state.replicated,
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _replicated_across(
+  inner: optax.GradientTransformationExtraArgs,
+  n: int,
+  coupling: optax.ScalarOrSchedule,
+  axis_name: Hashable,
+) -> optax.GradientTransformationExtraArgs:
+  """`replicated_sgd` with one replica per member of ``axis_name``."""
+  state_type = _state_type(axis_name, n)
+
+  def init_fn(params: Any) -> ReplicatedState:
+    return state_type(
+      count=jnp.zeros([], jnp.int32),
+      inner_state=inner.init(params),
+      replicated=jax.tree.map(lambda _: jnp.zeros([], jnp.int8), params),
+    )
+
+  def update_fn(updates, state, params=None, **extra):
+    if params is None:
+      raise ValueError('replicated_sgd needs `params` in update().')
+    _bound(axis_name, n, 'the update of replicated_sgd')
+    g = coupling(state.count) if callable(coupling) else coupling
+
+    def couple(u, p):
+      wide = jnp.promote_types(p.dtype, jnp.float32)
+      pw = p.astype(wide)
+      centre = jax.lax.stop_gradient(lax.pmean(pw, axis_name))
+      return (u.astype(wide) + g * (pw - centre)).astype(u.dtype)
+
+    coupled = jax.tree.map(couple, updates, params)
+    new_updates, inner_state = inner.update(
+      coupled, state.inner_state, params, **extra
+    )
+    return new_updates, state_type(
       count=optax.safe_increment(state.count),
       inner_state=inner_state,
       replicated=state.replicated,

@@ -279,3 +279,87 @@ def test_params_without_the_replica_axis_raise_at_init():
   tx.init({'w': jnp.zeros((3, 2)), 'b': jnp.zeros(3)})
   with pytest.raises(ValueError, match='params'):
     tx.update(jnp.zeros(3), tx.init(jnp.zeros(3)))
+
+
+@pytest.mark.parametrize('inner', ['sgd', 'adam'])
+def test_axis_name_under_vmap_equals_the_leading_axis(inner):
+  # One replica per member of a vmapped axis, each fed its own gradient,
+  # against the stacked version fed the gradient of the mean loss.
+  x, y = _data(4)
+  make, rtol = _INNERS[inner]
+  schedule = optax_zoo.exponential_coupling(
+    0.5, steps_per_epoch=2, epochs=2, max_factor=4.0
+  )
+  stacked = optax_zoo.replicated_sgd(make(), num_replicas=_R, coupling=schedule)
+  across = optax_zoo.replicated_sgd(
+    make(), num_replicas=_R, coupling=schedule, axis_name='replicas'
+  )
+  grad_one = jax.grad(lambda p, b: _loss_fn(p, b).mean())
+
+  def one_step(p, s, b):
+    u, s = across.update(grad_one(p, b), s, p)
+    p = optax.apply_updates(p, u)
+    return p, s, optax_zoo.eval_params(s, p)
+
+  step_across = jax.jit(jax.vmap(one_step, axis_name='replicas'))
+
+  @jax.jit
+  def step_stacked(p, s, b):
+    per_replica = jax.vmap(grad_one)(p, b)
+    # The loss averaged over replicas (R = 4: dividing is exact).
+    u, s = stacked.update(jax.tree.map(lambda g: g / _R, per_replica), s, p)
+    p = optax.apply_updates(p, u)
+    return p, s, optax_zoo.eval_params(s, p)
+
+  params_a = params_s = _init()
+  state_a = jax.vmap(across.init)(params_a)
+  state_s = stacked.init(params_s)
+  assert type(state_a).axis_name == 'replicas'
+  assert type(state_s) is optax_zoo.ReplicatedState
+  for t in range(x.shape[0]):
+    parts = jax.tree.map(
+      lambda a: a.reshape(_R, _M, *a.shape[1:]), (x[t], y[t])
+    )
+    params_a, state_a, centre_a = step_across(params_a, state_a, parts)
+    params_s, state_s, centre_s = step_stacked(params_s, state_s, parts)
+    for got, want in ((params_a, params_s), (centre_a, centre_s)):
+      if rtol:
+        tu.assert_trees_close(got, want, rtol=rtol, atol=1e-7)
+      else:
+        tu.assert_trees_equal(got, want)
+  np.testing.assert_array_equal(state_a.count, [x.shape[0]] * _R)
+  assert _spread(params_a) > 0.01  # still apart: the coupling mattered
+  # Outside the map, the stacked replicas' centre; replica_mean in it.
+  tu.assert_trees_close(
+    optax_zoo.eval_params(state_a, params_a), centre_s, rtol=1e-6
+  )
+  tu.assert_trees_close(
+    jax.vmap(
+      lambda p: optax_zoo.replica_mean(p, 'replicas'), axis_name='replicas'
+    )(params_a),
+    centre_s,
+    rtol=1e-6,
+  )
+
+
+def test_axis_name_unbound_or_of_the_wrong_size_raises():
+  tx = optax_zoo.replicated_sgd(
+    optax.sgd(0.1), num_replicas=_R, coupling=0.1, axis_name='replicas'
+  )
+  params = {'w': jnp.zeros(_DIM), 'b': jnp.zeros(())}
+  state = tx.init(params)  # one replica: no replica axis needed
+  with pytest.raises(ValueError, match="'replicas' is not bound"):
+    tx.update(params, state, params)
+  with pytest.raises(ValueError, match="'replicas' is not bound"):
+    optax_zoo.replica_mean(params, 'replicas')
+  with pytest.raises(ValueError, match='num_replicas` is 4'):
+    jax.vmap(
+      lambda p, s: tx.update(p, s, p), axis_name='replicas', in_axes=(0, None)
+    )(jax.tree.map(lambda a: jnp.stack([a] * 3), params), state)
+  # eval_params outside the map needs the stacked replicas.
+  with pytest.raises(ValueError, match='replica axis'):
+    optax_zoo.eval_params(state, params)
+  with pytest.raises(ValueError, match='axis_name'):
+    optax_zoo.replicated_sgd(
+      optax.sgd(0.1), num_replicas=2, coupling=0.1, axis_name=['r']
+    )
