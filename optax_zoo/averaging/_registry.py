@@ -87,32 +87,6 @@ ENTRIES = (
     parity='2.4e-7 (torch AveragedModel)',
   ),
   MethodInfo(
-    name='weight_ema',
-    category='averaging',
-    factory=averaging.weight_ema,
-    paper=paper(
-      'Unlocking High-Accuracy Differentially Private Image Classification '
-      'through Scale',
-      'De et al.',
-      2022,
-      '2204.13650',
-    ),
-    reference=(
-      'google-deepmind/jax_privacy:jax_privacy/dp_sgd/averaging.py ema '
-      '(NumPy transcription, tests/averaging/ema_test.py)'
-    ),
-    state_copies=1,
-    learning_rate=0.1,
-    example_kwargs=_sgd_wrapper_kwargs(decay=0.9),
-    invalid_kwargs=(
-      {'start_step': -1},
-      {'decay': 1.0},
-      {'decay': -0.1},
-      {'inner': 'sgd'},
-    ),
-    has_eval_params=True,
-  ),
-  MethodInfo(
     name='periodic_swa',
     category='averaging',
     factory=averaging.periodic_swa,
@@ -221,5 +195,31 @@ ENTRIES = (
       'Padam bias correction on the moments, not the step size; steps, not '
       'epochs'
     ),
+  ),
+  MethodInfo(
+    name='weight_ema',
+    category='averaging',
+    factory=averaging.weight_ema,
+    paper=paper(
+      'Unlocking High-Accuracy Differentially Private Image Classification '
+      'through Scale',
+      'De et al.',
+      2022,
+      '2204.13650',
+    ),
+    reference=(
+      'google-deepmind/jax_privacy:jax_privacy/dp_sgd/averaging.py ema '
+      '(NumPy transcription, tests/averaging/ema_test.py)'
+    ),
+    state_copies=1,
+    learning_rate=0.1,
+    example_kwargs=_sgd_wrapper_kwargs(decay=0.9),
+    invalid_kwargs=(
+      {'start_step': -1},
+      {'decay': 1.0},
+      {'decay': -0.1},
+      {'inner': 'sgd'},
+    ),
+    has_eval_params=True,
   ),
 )
