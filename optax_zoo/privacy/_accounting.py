@@ -24,15 +24,31 @@ Which scheme goes where:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dp_accounting
 import numpy as np
-from jax_privacy.experimental import accounting as jp_accounting
 
 from optax_zoo._src import validation as v
 from optax_zoo.privacy._batches import BatchSource, SamplingScheme
+
+if TYPE_CHECKING:
+  import dp_accounting
+
+
+def _dp_accounting():
+  # dp-accounting (which `import jax_privacy` loads too) pulls in
+  # scipy.signal and scipy.stats: 40% of `import optax_zoo` (1.8-3.5 s on 2
+  # cores), paid by every process, notebook kernel and 8-device subprocess
+  # whether it touches privacy or not. So the privacy modules import both
+  # on first use.
+  return importlib.import_module('dp_accounting')
+
+
+def _jp_accounting():
+  return importlib.import_module('jax_privacy.experimental.accounting')
+
 
 __all__ = [
   'PrivacyAccountant',
@@ -69,8 +85,8 @@ def _check_rate(sampling_rate):
 
 def _relation(scheme: SamplingScheme) -> dp_accounting.NeighboringRelation:
   if scheme == SamplingScheme.FIXED_SIZE:
-    return dp_accounting.NeighboringRelation.REPLACE_ONE
-  return dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+    return _dp_accounting().NeighboringRelation.REPLACE_ONE
+  return _dp_accounting().NeighboringRelation.ADD_OR_REMOVE_ONE
 
 
 def _refusal(scheme: SamplingScheme, accountant: str) -> str | None:
@@ -128,7 +144,7 @@ def dp_event(
     raise ValueError(f'`scheme`: {_refusal(scheme, "pld")}.')
   if scheme == SamplingScheme.FIXED_SIZE:
     _check_batch(num_examples, batch_size)
-    return jp_accounting.fixed_dpsgd_event(
+    return _jp_accounting().fixed_dpsgd_event(
       float(noise_multiplier),
       int(steps),
       dataset_size=int(num_examples),
@@ -137,14 +153,14 @@ def dp_event(
   _check_rate(sampling_rate)
   if scheme == SamplingScheme.TRUNCATED_POISSON:
     _check_batch(num_examples, batch_size)
-    return jp_accounting.truncated_dpsgd_event(
+    return _jp_accounting().truncated_dpsgd_event(
       float(noise_multiplier),
       int(steps),
       sampling_prob=float(sampling_rate),
       num_examples=int(num_examples),
       truncated_batch_size=int(batch_size),
     )
-  return jp_accounting.dpsgd_event(
+  return _jp_accounting().dpsgd_event(
     float(noise_multiplier), int(steps), sampling_prob=float(sampling_rate)
   )
 
@@ -166,11 +182,11 @@ def _make_accountant(accountant, scheme, pld_discretization):
     raise ValueError(f'`accountant`={accountant!r}: {reason}.')
   relation = _relation(scheme)
   if accountant == 'rdp':
-    return dp_accounting.rdp.RdpAccountant(
+    return _dp_accounting().rdp.RdpAccountant(
       orders=_RDP_ORDERS, neighboring_relation=relation
     )
   v.check_positive('pld_discretization', pld_discretization)
-  return dp_accounting.pld.PLDAccountant(
+  return _dp_accounting().pld.PLDAccountant(
     neighboring_relation=relation,
     value_discretization_interval=pld_discretization,
   )
@@ -288,12 +304,12 @@ def calibrate_noise(
   )
   make_event(1.0)  # checks the arguments before the search
   return float(
-    dp_accounting.calibrate_dp_mechanism(
+    _dp_accounting().calibrate_dp_mechanism(
       lambda: _make_accountant(accountant, scheme, pld_discretization),
       make_event,
       target_epsilon,
       delta,
-      bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
+      bracket_interval=_dp_accounting().LowerEndpointAndGuess(0.0, 1.0),
       tol=tol,
     )
   )

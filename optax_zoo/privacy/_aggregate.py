@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax_privacy import noise_addition
 
 from optax_zoo import adaptive
 from optax_zoo._src import validation as v
@@ -136,6 +135,8 @@ def dp_aggregate(
   key_data = jax.random.key_data(seed)
 
   def privatizer(rng_key):
+    from jax_privacy import noise_addition  # lazy: see _accounting
+
     return noise_addition.gaussian_privatizer(
       stddev=noise_multiplier * clip_norm, prng_key=rng_key
     )

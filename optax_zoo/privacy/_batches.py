@@ -25,7 +25,6 @@ import enum
 from collections.abc import Iterator
 
 import numpy as np
-from jax_privacy import batch_selection
 
 from optax_zoo._src import validation as v
 
@@ -106,6 +105,8 @@ class BatchSource:
     return self.steps
 
   def _indices(self) -> Iterator[np.ndarray]:
+    from jax_privacy import batch_selection  # lazy: see _accounting
+
     if self.scheme == SamplingScheme.SHUFFLE:
       return _shuffled(
         self.num_examples, self.batch_size, self.steps, self.seed

@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax_privacy import clipping as jp_clipping
 
 from optax_zoo._src import validation as v
 
@@ -186,6 +185,8 @@ def clipped_grad_sum(
   here); pass a ``microbatch_size``, or use ghost clipping
   (`model_clipped_grad_sum(..., method='auto')`, ~2 ms on that MLP).
   """
+  from jax_privacy import clipping as jp_clipping  # lazy: see _accounting
+
   size = _check_common(clip_norm, microbatch_size, batch, mask)
   bounds = layer_bounds(params, clip_norm) if per_layer else None
 
