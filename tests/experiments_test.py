@@ -145,6 +145,22 @@ TINY = {
     },
     True,
   ),
+  'distributed.large_batch': (
+    '--steps 2 --seeds 2 --rates 0.1 --log-every 1 --workers 2 --batch 8 '
+    '--hidden 8 --hvp-examples 4 --power-iters 1',
+    {
+      'distributed_large_batch': [
+        'steps',
+        'seeds',
+        'rates',
+        'runs',
+        'summary',
+        'claims',
+        'setting',
+      ]
+    },
+    True,
+  ),
   # An extra-argument method and a wrapper: `info.build(lr)` must place the
   # rate and the loop supply the arguments.
   'lr_grid.run': (
