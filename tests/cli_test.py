@@ -143,6 +143,7 @@ def test_bad_flags_exit_with_a_clear_error(tmp_path, capsys, flags, message):
   assert not (tmp_path / 'bench.json').exists()
 
 
+@pytest.mark.optimized
 def test_default_bench_budget_trains_the_cnn_past_90_percent_with_adam(
   tmp_path,
 ):
