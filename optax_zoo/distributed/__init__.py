@@ -9,6 +9,13 @@ compressors with fixed payloads, compressed averaging with error feedback,
 and communication accounting read from the lowered program.
 """
 
+from optax_zoo.distributed._block_admm import (
+  ADMMBlock,
+  BlockADMM,
+  BlockADMMState,
+  block_admm,
+  nmf_block,
+)
 from optax_zoo.distributed._comm import (
   Collective,
   WireBytes,
@@ -82,7 +89,10 @@ from optax_zoo.distributed._topology import (
 )
 
 __all__ = [
+  'ADMMBlock',
   'AdaCompState',
+  'BlockADMM',
+  'BlockADMMState',
   'Collective',
   'CompressedMeanState',
   'Compressor',
@@ -97,6 +107,7 @@ __all__ = [
   'adacomp',
   'all_reduce_mean',
   'alpha_beta_time',
+  'block_admm',
   'busiest_node_bytes',
   'busiest_worker_bytes',
   'collective_bytes',
@@ -118,6 +129,7 @@ __all__ = [
   'natural_compressor',
   'natural_dithering',
   'natural_dithering_compressor',
+  'nmf_block',
   'nonblocking_sgd',
   'one_peer_exponential',
   'place_on_mesh',
