@@ -159,6 +159,12 @@ def fedavg(
 
   The average is one ``lax.cond`` on the replicated step count (never
   `optax.MultiSteps`), so the collective runs only at the end of a round.
+  Under `jax.vmap` keep the count unbatched (``in_axes``/``out_axes`` of
+  ``None`` for ``state.count``, from an unbatched ``init`` count): a
+  batched count turns the ``cond`` into a select, and the all-reduce and
+  ``importance_fn`` then run at every step (same numbers, H times the
+  work). In `jax.shard_map` the count is replicated and this does not
+  arise.
   ``importance_fn`` runs there (and at ``init``) on every client, each
   computing the same :math:`F` from the same global model: the server's
   work, replicated, with no messages. Place ``fedavg`` last: its update
