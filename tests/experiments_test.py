@@ -117,6 +117,21 @@ TINY = {
     {'averaging_swag': ['runs', 'summary', 'swag_minus']},
     True,
   ),
+  'distributed.block_admm': (
+    '--methods admm --no-deepfacto --steps 2 --seeds 2 --rates 0.01 '
+    '--depth 2 --width 8 --w-steps 1 --z-steps 1 --batch 32',
+    {
+      'distributed_block_admm': [
+        'steps',
+        'seeds',
+        'runs',
+        'summary',
+        'setting',
+        'claims',
+      ]
+    },
+    True,
+  ),
   'distributed.communication': (
     '--workers 4 8 --mesh-workers 4 --large-params 0',
     {
@@ -145,6 +160,21 @@ TINY = {
     },
     True,
   ),
+  'distributed.federated': (
+    '--rounds 2 --local-steps 2 --clients 4 --seeds 2 --rates 0.1 '
+    '--weights 10 --hidden 8 --proxy 2 --early 1 --methods fedavg continual',
+    {
+      'distributed_federated': [
+        'rounds',
+        'seeds',
+        'runs',
+        'summary',
+        'setting',
+        'claims',
+      ]
+    },
+    True,
+  ),
   'distributed.large_batch': (
     '--steps 2 --seeds 2 --rates 0.1 --log-every 1 --workers 2 --batch 8 '
     '--hidden 8 --hvp-examples 4 --power-iters 1',
@@ -157,6 +187,21 @@ TINY = {
         'summary',
         'claims',
         'setting',
+      ]
+    },
+    True,
+  ),
+  'distributed.stragglers': (
+    '--steps 40 --seeds 2 --rates 0.3 --workers 2 --micro 2 '
+    '--micro-batch 16 --hidden 16 --eval-every 20 --target 2.1',
+    {
+      'distributed_stragglers': [
+        'steps',
+        'seeds',
+        'runs',
+        'summary',
+        'setting',
+        'claims',
       ]
     },
     True,
