@@ -15,6 +15,7 @@ from optax_zoo import (
   averaging,
   distributed,
   privacy,
+  quantization,
   schedules,
   sharpness,
 )
@@ -22,6 +23,7 @@ from optax_zoo.adaptive import *  # noqa: F403
 from optax_zoo.averaging import *  # noqa: F403
 from optax_zoo.distributed import *  # noqa: F403
 from optax_zoo.privacy import *  # noqa: F403
+from optax_zoo.quantization import *  # noqa: F403
 
 # Redundant aliases mark the re-exports (__all__ below is computed).
 from optax_zoo.registry import MethodInfo as MethodInfo
@@ -40,6 +42,7 @@ __all__ = sorted(
     *averaging.__all__,
     *distributed.__all__,
     *privacy.__all__,
+    *quantization.__all__,
     *schedules.__all__,
     *sharpness.__all__,
     'MethodInfo',
@@ -49,6 +52,7 @@ __all__ = sorted(
     'get',
     'methods',
     'privacy',
+    'quantization',
     'schedules',
     'sharpness',
   }

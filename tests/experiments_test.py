@@ -229,6 +229,11 @@ TINY = {
     {'perf_mesh': ['config', 'machine', 'setting', 'measured']},
     False,
   ),
+  'perf.quantized': (
+    '--params 100000 --repeats 1 --steps 1 --no-torch',
+    {'perf_quantized': ['config', 'machine', 'methods']},
+    False,
+  ),
   'perf.private_throughput': (
     '--steps 2 --repeats 1 --batch 8 --models mlp '
     '--runners nonprivate,ghost,opacus_hooks,opacus_ghost',
@@ -250,6 +255,38 @@ TINY = {
     '--multiplicity 2 --eps1-steps 2 --eps1-rates 1.0 '
     '--pld-discretization 0.1',
     {'privacy_tricks': ['steps', 'seeds', 'runs', 'summary', 'setting']},
+    True,
+  ),
+  'quantization.accuracy': (
+    '--steps 2 --seeds 2 --models mlp --pairs adam',
+    {
+      'quantization_accuracy': [
+        'steps',
+        'batch',
+        'seeds',
+        'weight_decay',
+        'runs',
+        'summary',
+        'setting',
+      ]
+    },
+    True,
+  ),
+  'quantization.embedding': (
+    '--steps 2 --seeds 2 --rates 0.01 --embeddings stable',
+    {
+      'quantization_embedding': [
+        'steps',
+        'batch',
+        'vocab',
+        'dim',
+        'rates',
+        'seeds',
+        'runs',
+        'summary',
+        'setting',
+      ]
+    },
     True,
   ),
   'sharpness.entropy_replicated': (
