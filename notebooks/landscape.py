@@ -23,7 +23,21 @@
 # function of the parameters and any pytree, here a Flax NNX model's
 # `nnx.Param` state.
 #
-# In Colab, install first: `pip install "optax-zoo[experiments]"`.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/optax-zoo/optax_zoo/blob/main/notebooks/landscape.ipynb)
+
+# %%
+# In Colab, install optax_zoo from its repository; elsewhere this does
+# nothing (install it with the README's command instead).
+import sys
+
+if 'google.colab' in sys.modules:
+  import subprocess
+
+  subprocess.run(
+    [sys.executable, '-m', 'pip', 'install', '-q',
+     'optax-zoo[experiments] @ git+https://github.com/optax-zoo/optax_zoo'],
+    check=True,
+  )
 
 # %%
 import os

@@ -27,7 +27,21 @@
 # overshoots), little about deep-learning performance: see
 # `experiments/RESULTS.md` for that.
 #
-# In Colab, install first: `pip install "optax-zoo[experiments]"`.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/optax-zoo/optax_zoo/blob/main/notebooks/optimizer_gallery.ipynb)
+
+# %%
+# In Colab, install optax_zoo from its repository; elsewhere this does
+# nothing (install it with the README's command instead).
+import sys
+
+if 'google.colab' in sys.modules:
+  import subprocess
+
+  subprocess.run(
+    [sys.executable, '-m', 'pip', 'install', '-q',
+     'optax-zoo[experiments] @ git+https://github.com/optax-zoo/optax_zoo'],
+    check=True,
+  )
 
 # %%
 import os

@@ -28,7 +28,21 @@
 # privacy report, and plots test accuracy against epsilon next to the
 # non-private model.
 #
-# In Colab, install first: `pip install "optax-zoo[experiments,privacy]"`.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/optax-zoo/optax_zoo/blob/main/notebooks/private_training.ipynb)
+
+# %%
+# In Colab, install optax_zoo from its repository; elsewhere this does
+# nothing (install it with the README's command instead).
+import sys
+
+if 'google.colab' in sys.modules:
+  import subprocess
+
+  subprocess.run(
+    [sys.executable, '-m', 'pip', 'install', '-q',
+     'optax-zoo[experiments,privacy] @ git+https://github.com/optax-zoo/optax_zoo'],
+    check=True,
+  )
 
 # %%
 import os

@@ -21,7 +21,21 @@
 # chaining a method with optax, training a Flax NNX model through
 # `nnx.Optimizer`, and a short MNIST-1D comparison with a plot.
 #
-# In Colab, install first: `pip install "optax-zoo[experiments]"`.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/optax-zoo/optax_zoo/blob/main/notebooks/quickstart.ipynb)
+
+# %%
+# In Colab, install optax_zoo from its repository; elsewhere this does
+# nothing (install it with the README's command instead).
+import sys
+
+if 'google.colab' in sys.modules:
+  import subprocess
+
+  subprocess.run(
+    [sys.executable, '-m', 'pip', 'install', '-q',
+     'optax-zoo[experiments] @ git+https://github.com/optax-zoo/optax_zoo'],
+    check=True,
+  )
 
 # %%
 import os

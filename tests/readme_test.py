@@ -31,7 +31,9 @@ def test_method_table_matches_registry():
   )
 
 
-@pytest.mark.parametrize('marker', ['main-command', 'test-command'])
+@pytest.mark.parametrize(
+  'marker', ['main-command', 'test-command', 'docs-command']
+)
 def test_exactly_one_setup_command_each(marker):
   lines = [
     line

@@ -4,7 +4,7 @@ Every tool takes ``fun(params) -> scalar`` (or ``fun(params, batch)`` with
 ``batches=`` for data-set averages) and any parameter pytree, including the
 ``nnx.Param`` state of a Flax NNX model, works on the flattened vector inside
 jitted loops and hands pytrees back. Plots live in
-`optax_zoo.analysis.plotting`, which imports matplotlib only when called.
+``optax_zoo.analysis.plotting``, which imports matplotlib only when called.
 """
 
 from optax_zoo.analysis._calibration import (

@@ -462,7 +462,7 @@ def spectral_density(
     ggn_loss_fn: as in `top_hessian_eigenvalues`.
 
   Returns:
-    A `SpectralDensity`; plot it with `optax_zoo.analysis.plotting`.
+    A `SpectralDensity`; plot it with ``optax_zoo.analysis.plotting``.
 
   Example:
     >>> import jax, jax.numpy as jnp

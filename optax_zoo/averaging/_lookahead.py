@@ -56,7 +56,7 @@ def lookahead(
   Step for step this equals `optax.lookahead` on
   ``LookaheadParams(fast=params, slow=params)``: its fast weights are our
   parameters and its slow weights our ``state.slow``. Evaluate with
-  `optax_zoo.eval_params(state, params)`, which returns the slow weights.
+  ``optax_zoo.eval_params(state, params)``, which returns the slow weights.
 
   .. warning::
     ``lookahead`` must produce the final update: at each synchronization its

@@ -1,6 +1,6 @@
 """Tree helpers shared by the averaging wrappers (not public API).
 
-`map_params` and `unwrap` live in `optax_zoo._src.tree_utils` (other
+`map_params` and `unwrap` live in ``optax_zoo._src.tree_utils`` (other
 subpackages with `eval_params` use them too) and are re-exported here.
 """
 

@@ -21,8 +21,15 @@ from optax_zoo.quantization._embedding import (
   StableEmbeddingParam,
   stable_embedding_mask,
 )
-from optax_zoo.quantization._maps import SIGNED_MAP, UNSIGNED_MAP
+from optax_zoo.quantization import _maps
 from optax_zoo.quantization._state import QuantizedState, quantize_state
+
+#: The signed dynamic map: 256 float32 values in [-1, 1], the first moments'
+#: codes (bitsandbytes' ``create_dynamic_map(signed=True)``).
+SIGNED_MAP = _maps.SIGNED_MAP
+#: The unsigned dynamic map: 256 float32 values in [0, 1], the second
+#: moments' codes (``create_dynamic_map(signed=False)``).
+UNSIGNED_MAP = _maps.UNSIGNED_MAP
 
 __all__ = [
   'SIGNED_MAP',

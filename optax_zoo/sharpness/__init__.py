@@ -3,8 +3,9 @@
 SAM, ASAM and GSAM (with m-sharpness across devices or batch parts),
 Entropy-SGD, Replicated-SGD, and SGD on the sphere at a fixed effective
 learning rate. The methods that need the gradient at other weights take it
-as the ``grad_fn`` extra update argument (`optax_zoo.training.
-supply_extra_args` builds it; the training loop passes it). Flatness
+as the ``grad_fn`` extra update argument
+(`optax_zoo.training.supply_extra_args` builds it; the training loop
+passes it). Flatness
 measures of the minima found are in `optax_zoo.analysis`.
 """
 

@@ -365,7 +365,7 @@ def replicated_sgd(
   concatenation of one minibatch per replica, as the reference's loader);
   the update multiplies them by :math:`R` to get each replica's own
   :math:`\nabla L_a`, as the reference multiplies its learning rate by
-  ``y``. **Evaluate** the centre: `optax_zoo.eval_params(state, params)`
+  ``y``. **Evaluate** the centre: ``optax_zoo.eval_params(state, params)``
   gives it (in every replica slot), `replica_mean` gives it without the
   replica axis, and `replica_mean` of the model state averages the
   BatchNorm buffers as the reference does.

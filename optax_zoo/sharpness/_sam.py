@@ -1,7 +1,7 @@
 """Sharpness-aware minimization: SAM, ASAM and GSAM, with m-sharpness.
 
 Each is a wrapper: one ``update`` per training step takes the clean batch
-gradient, asks ``grad_fn`` (`optax_zoo._src.extra_args`) for the gradient at
+gradient, asks ``grad_fn`` (``optax_zoo._src.extra_args``) for the gradient at
 the ascent point, and hands the sharpness-aware gradient to ``inner``. Model
 state (BatchNorm statistics) is whatever the training loop keeps from its
 clean pass: ``grad_fn`` reads model state and never writes it, which is

@@ -177,8 +177,8 @@ def sphere_sgd(
       as `optax.masked`; it must select at least one leaf. A function is
       called with the params at ``init`` and ``update`` and must return
       Python bools (from the structure, not the values). For a Flax NNX
-      model of `optax_zoo.training`, `optax_zoo.training.
-      scale_invariant_mask`.
+      model of `optax_zoo.training`,
+      `optax_zoo.training.scale_invariant_mask`.
     learning_rate: :math:`\eta' \ge 0` for the unmasked leaves, a scalar or
       a schedule; None (default): :math:`\eta = \tilde\eta_t \|w_0\|^2`.
     momentum: :math:`\mu \in [0, 1)`, PyTorch heavy ball (no dampening) on

@@ -9,7 +9,7 @@ program vmapped over a leading seed axis trains several seeds at once
 (`train_seeds`).
 
 Every transform gets the extra update arguments of
-`optax_zoo._src.extra_args` (the batch loss ``value``, ``value_variance`` and
+``optax_zoo._src.extra_args`` (the batch loss ``value``, ``value_variance`` and
 ``grad_fn``) and ignores those it does not take. Evaluation uses the weights
 `optax_zoo.averaging.eval_params` finds in the optimizer state (for example
 SWA's average), with BatchNorm in eval mode; where those weights are not the
@@ -254,7 +254,7 @@ def make_train_fn(
   after the call.
 
   ``tx.update`` gets every extra update argument of
-  `optax_zoo._src.extra_args.supply` on the step's batch: ``value`` (the
+  ``optax_zoo._src.extra_args.supply`` on the step's batch: ``value`` (the
   batch loss), ``value_variance`` (the mean squared per-example loss) and
   ``grad_fn`` (the batch gradient at other parameters, model state read
   only). A plain transform is wrapped with `optax.with_extra_args_support`,
@@ -621,7 +621,7 @@ def train(
   Args:
     model: a Flax NNX module mapping features to logits.
     tx: any optax transformation; it gets the extra update arguments of
-      `optax_zoo._src.extra_args` (``value``, ``value_variance``,
+      ``optax_zoo._src.extra_args`` (``value``, ``value_variance``,
       ``grad_fn``) and ignores those it does not take.
     data: the `Dataset`.
     steps: training steps, >= 1.
