@@ -12,6 +12,7 @@ import inspect
 import pathlib
 import re
 import shutil
+
 import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -24,7 +25,10 @@ EXTRA = ('schedules', 'training', 'analysis')
 def subpackages() -> tuple[str, ...]:
   from optax_zoo import registry
 
-  return (*registry.SUBPACKAGES, *(s for s in EXTRA if s not in registry.SUBPACKAGES))
+  return (
+    *registry.SUBPACKAGES,
+    *(s for s in EXTRA if s not in registry.SUBPACKAGES),
+  )
 
 
 def project_url(name: str) -> str:
@@ -91,17 +95,19 @@ def _registry_page() -> str:
 def _methods_page() -> str:
   from optax_zoo import registry
 
-  return '\n'.join([
-    '# Methods',
-    '',
-    'Every registered method, generated from the registry at build time '
-    '(`optax-zoo list --markdown` prints the same table). "state" is the '
-    'optimizer state in copies of the parameters (for wrappers, on top of '
-    'the inner optimizer\'s).',
-    '',
-    _linked(registry.markdown_table(), registry.methods()),
-    '',
-  ])
+  return '\n'.join(
+    [
+      '# Methods',
+      '',
+      'Every registered method, generated from the registry at build time '
+      '(`optax-zoo list --markdown` prints the same table). "state" is the '
+      'optimizer state in copies of the parameters (for wrappers, on top of '
+      "the inner optimizer's).",
+      '',
+      _linked(registry.markdown_table(), registry.methods()),
+      '',
+    ]
+  )
 
 
 def _linked(table: str, infos) -> str:
@@ -120,7 +126,7 @@ def _linked(table: str, infos) -> str:
     if match and match.group(1) in paths:
       name = match.group(1)
       link = f'| {{py:obj}}`{name} <{paths[name]}>` |'
-      row = link + row[match.end():]
+      row = link + row[match.end() :]
     rows.append(row)
   return '\n'.join(rows)
 
@@ -143,7 +149,9 @@ def generate(docs: pathlib.Path) -> None:
   (out / 'api' / 'registry.rst').write_text(_registry_page())
   (out / 'methods.md').write_text(_methods_page())
   for path in notebooks():
-    jupytext.write(jupytext.read(path), out / 'notebooks' / f'{path.stem}.ipynb')
+    jupytext.write(
+      jupytext.read(path), out / 'notebooks' / f'{path.stem}.ipynb'
+    )
 
 
 # Colab: every notebook's badge and install cell are built from the
@@ -171,7 +179,7 @@ def install_spec(extras: str) -> str:
 
 def install_cell(extras: str) -> str:
   """The source of a notebook's install cell (a no-op outside Colab)."""
-  return '\n'.join([
+  lines = [
     '# In Colab, install optax_zoo from its repository; elsewhere this does',
     "# nothing (install it with the README's command instead).",
     'import sys',
@@ -179,9 +187,9 @@ def install_cell(extras: str) -> str:
     "if 'google.colab' in sys.modules:",
     '  import subprocess',
     '',
-    '  subprocess.run(',
-    "    [sys.executable, '-m', 'pip', 'install', '-q',",
-    f'     {install_spec(extras)!r}],',
-    '    check=True,',
-    '  )',
-  ])
+    f"  repo = 'git+{project_url('Repository')}'",
+    f"  spec = f'optax-zoo[{extras}] @ {{repo}}'",
+    "  pip = [sys.executable, '-m', 'pip', 'install', '-q']",
+    '  subprocess.run([*pip, spec], check=True)',
+  ]
+  return '\n'.join(lines)

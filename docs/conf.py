@@ -35,7 +35,7 @@ import optax_zoo  # noqa: E402
 
 project = 'optax_zoo'
 author = 'optax_zoo developers'
-copyright = '2026, optax_zoo developers'  # noqa: A001
+copyright = '2026, optax_zoo developers'
 version = release = optax_zoo.__version__
 
 extensions = [
@@ -82,7 +82,11 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_custom_sections = [('Example', 'example'), ('Examples', 'example')]
 
-source_suffix = {'.rst': 'restructuredtext', '.md': 'myst-nb', '.ipynb': 'myst-nb'}
+source_suffix = {
+  '.rst': 'restructuredtext',
+  '.md': 'myst-nb',
+  '.ipynb': 'myst-nb',
+}
 exclude_patterns = ['_build', 'Thumbs.db', '.DS_Store', '**.ipynb_checkpoints']
 nb_execution_mode = 'off'
 myst_enable_extensions = ['dollarmath', 'amsmath']
@@ -148,7 +152,7 @@ def _resolve(app, env, node, contnode):
   target = node['reftarget']
   domain = env.get_domain('py')
   name = target.removeprefix('optax_zoo.')
-  head, _, tail = name.partition('.')
+  head = name.partition('.')[0]
   for sub in _api.subpackages():
     module = importlib.import_module(f'optax_zoo.{sub}')
     if head in getattr(module, '__all__', ()):

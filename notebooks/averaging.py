@@ -32,11 +32,10 @@ import sys
 if 'google.colab' in sys.modules:
   import subprocess
 
-  subprocess.run(
-    [sys.executable, '-m', 'pip', 'install', '-q',
-     'optax-zoo[experiments] @ git+https://github.com/optax-zoo/optax_zoo'],
-    check=True,
-  )
+  repo = 'git+https://github.com/optax-zoo/optax_zoo'
+  spec = f'optax-zoo[experiments] @ {repo}'
+  pip = [sys.executable, '-m', 'pip', 'install', '-q']
+  subprocess.run([*pip, spec], check=True)
 
 # %%
 import os

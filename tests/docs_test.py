@@ -27,8 +27,18 @@ def built(tmp_path_factory):
   """One HTML build of docs/, with -W: any warning fails it."""
   out = tmp_path_factory.mktemp('html')
   result = subprocess.run(
-    [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-q', '-b',
-     'html', str(ROOT / 'docs'), str(out)],
+    [
+      sys.executable,
+      '-m',
+      'sphinx',
+      '-W',
+      '--keep-going',
+      '-q',
+      '-b',
+      'html',
+      str(ROOT / 'docs'),
+      str(out),
+    ],
     capture_output=True,
     text=True,
     timeout=600,
@@ -58,8 +68,10 @@ def test_every_public_name_is_in_the_reference(built):
   with open(out / 'objects.inv', 'rb') as f:
     inventory = InventoryFile.load(f, '', posixpath_join)
   documented = {
-    name for kind, entries in getattr(inventory, "data", inventory).items()
-    if kind.startswith('py:') for name in entries
+    name
+    for kind, entries in getattr(inventory, 'data', inventory).items()
+    if kind.startswith('py:')
+    for name in entries
   }
   missing, flat = [], set()
   for sub in _api.subpackages():
@@ -127,9 +139,21 @@ def _shadow_site(tmp: pathlib.Path) -> pathlib.Path:
 def test_install_cell_installs_the_package_from_a_wheel(tmp_path):
   wheels = tmp_path / 'wheels'
   subprocess.run(
-    [sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
-     '--no-build-isolation', '-w', str(wheels), str(ROOT)],
-    check=True, capture_output=True, timeout=300,
+    [
+      sys.executable,
+      '-m',
+      'pip',
+      'wheel',
+      '-q',
+      '--no-deps',
+      '--no-build-isolation',
+      '-w',
+      str(wheels),
+      str(ROOT),
+    ],
+    check=True,
+    capture_output=True,
+    timeout=300,
   )
   (wheel,) = wheels.glob('optax_zoo-*.whl')
   shadow = _shadow_site(tmp_path)
@@ -144,11 +168,19 @@ def test_install_cell_installs_the_package_from_a_wheel(tmp_path):
     )
     python = venv / 'bin' / 'python'
     purelib = subprocess.run(
-      [python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-      check=True, capture_output=True, text=True,
+      [
+        python,
+        '-c',
+        'import sysconfig; print(sysconfig.get_paths()["purelib"])',
+      ],
+      check=True,
+      capture_output=True,
+      text=True,
     ).stdout.strip()
     pathlib.Path(purelib, 'deps.pth').write_text(f'{shadow}\n')
-    local = cell.replace(f'git+{_api.project_url("Repository")}', wheel.as_uri())
+    local = cell.replace(
+      f'git+{_api.project_url("Repository")}', wheel.as_uri()
+    )
     assert local != cell, 'the install cell does not install the repository'
     runner = (
       'import sys, types\n'
@@ -158,14 +190,25 @@ def test_install_cell_installs_the_package_from_a_wheel(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     env['PIP_NO_INDEX'] = '1'  # nothing may be fetched: deps are present
     result = subprocess.run(
-      [python, '-c', runner], capture_output=True, text=True, timeout=300,
-      cwd=tmp_path, env=env,
+      [python, '-c', runner],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=tmp_path,
+      env=env,
     )
     assert result.returncode == 0, (name, result.stdout, result.stderr)
     check = subprocess.run(
-      [python, '-c', 'import optax_zoo, optax_zoo.training; '
-       'print(optax_zoo.__file__)'],
-      capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+      [
+        python,
+        '-c',
+        'import optax_zoo, optax_zoo.training; print(optax_zoo.__file__)',
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=tmp_path,
+      env=env,
     )
     assert check.returncode == 0, (name, check.stderr)
     assert check.stdout.strip().startswith(str(venv)), check.stdout
@@ -173,14 +216,22 @@ def test_install_cell_installs_the_package_from_a_wheel(tmp_path):
       # And the notebook runs top to bottom there, on the installed wheel.
       script = tmp_path / 'quickstart_script.py'
       jupytext.write(
-        jupytext.read(ROOT / 'notebooks' / 'quickstart.py'), script,
+        jupytext.read(ROOT / 'notebooks' / 'quickstart.py'),
+        script,
         fmt='py:percent',
       )
       run = subprocess.run(
-        [python, str(script)], capture_output=True, text=True, timeout=600,
+        [python, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
         cwd=tmp_path,
-        env={**env, 'OPTAX_ZOO_SMALL': '1', 'MPLBACKEND': 'Agg',
-             'JAX_DISABLE_MOST_OPTIMIZATIONS': '1'},
+        env={
+          **env,
+          'OPTAX_ZOO_SMALL': '1',
+          'MPLBACKEND': 'Agg',
+          'JAX_DISABLE_MOST_OPTIMIZATIONS': '1',
+        },
       )
       assert run.returncode == 0, run.stderr[-3000:]
 

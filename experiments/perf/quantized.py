@@ -28,13 +28,12 @@ pages: XLA:CPU allocates each run's temporaries (the dequantized moments,
 about 8 bytes per parameter, 83 MB here) anew, glibc serves an allocation
 that large with ``mmap``, and every page faults on first touch (20,000
 minor faults per step). With glibc told to keep freed memory
-(``MALLOC_ARENA_MAX=1
-GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=8589934592``)
+(the two variables below: one malloc arena, no ``mmap``, no trimming)
 the same program reuses it. ``--suffix _malloc`` saves such a run beside the
 default one:
 
-  MALLOC_ARENA_MAX=1 \
-  GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=8589934592 \
+  export MALLOC_ARENA_MAX=1 T=glibc.malloc
+  export GLIBC_TUNABLES=$T.mmap_max=0:$T.trim_threshold=8589934592
   python -m experiments.perf.quantized --suffix _malloc
 """
 

@@ -14,8 +14,9 @@ MNIST-1D models have no tensor of the references' 4096 elements but the
 MLP's 100x100 layer, so the default would leave most state in 32 bits and
 test nothing. AdamW decays by 1e-4 (the registry's example) in both forms.
 
-Verdict: "same accuracy" is read with a non-inferiority margin of `MARGIN`
-on the paired difference (8-bit minus 32-bit): reproduced when its 95%
+Verdict: "same accuracy" is read with a non-inferiority margin of
+`common.MARGIN` on the paired difference (8-bit minus 32-bit): reproduced
+when its 95%
 interval lies above minus the margin, not reproduced when it lies below
 zero, a tie otherwise. State bytes per parameter are measured from each
 optimizer's state pytree on the model.
@@ -34,10 +35,10 @@ import optax_zoo
 from experiments import _lib
 from experiments.adaptive import common
 from experiments.lr_grid import run as lr_grid
+from experiments.quantization import common as common8
 from optax_zoo import quantization, training
 
 NAME = 'quantization_accuracy'
-MARGIN = 0.01
 WEIGHT_DECAY = 1e-4
 PAIRS = {'adam': 'adam8bit', 'adamw': 'adamw8bit'}
 # The guard of `quantize_state`: a second moment decodes to at least the
@@ -97,21 +98,9 @@ def run_one(name, model, lr, seeds, args, data) -> dict:
     'lr': lr,
     'accuracy': acc,
     'final_train_loss': [float(h.train_loss[-1]) for h in histories],
-    # train_loss[0] is NaN by design: no training loss before the first step.
-    'finite': all(
-      bool(np.all(np.isfinite(h.train_loss[1:]))) for h in histories
-    ),
+    'finite': common8.finite(histories),
     'state_bytes_per_param': state_bytes_per_param(make_tx(name, lr), model),
   }
-
-
-def word(diff: dict) -> str:
-  mean, half = diff['mean'], diff['ci95']
-  if mean + half < 0:
-    return 'not reproduced (8-bit significantly worse)'
-  if mean - half >= -MARGIN:
-    return f'reproduced (within {100 * MARGIN:g} pt)'
-  return 'tie (inconclusive: interval reaches below the margin)'
 
 
 def summarize(result) -> dict:
@@ -130,7 +119,7 @@ def summarize(result) -> dict:
         '32bit': _lib.summary(run['accuracy']),
         '8bit': _lib.summary(q['accuracy']),
         '8bit_minus_32bit': diff,
-        'verdict': word(diff),
+        'verdict': common8.word(diff),
         'state_bytes_per_param': {
           '32bit': run['state_bytes_per_param'],
           '8bit': q['state_bytes_per_param'],

@@ -28,10 +28,10 @@ from flax import nnx
 import optax_zoo
 from experiments import _lib
 from experiments.adaptive import common
+from experiments.quantization import common as common8
 from optax_zoo import quantization, training
 
 NAME = 'quantization_embedding'
-MARGIN = 0.01
 RATES = (3e-3, 1e-2, 3e-2)
 EMBEDDINGS = ('plain', 'stable')
 
@@ -97,20 +97,8 @@ def train(kind, bits, lr, seeds, data, args) -> dict:
   return {
     'lr': lr,
     'accuracy': acc,
-    # train_loss[0] is NaN by design: no training loss before the first step.
-    'finite': all(
-      bool(np.all(np.isfinite(h.train_loss[1:]))) for h in histories
-    ),
+    'finite': common8.finite(histories),
   }
-
-
-def word(diff: dict) -> str:
-  mean, half = diff['mean'], diff['ci95']
-  if mean + half < 0:
-    return 'not reproduced (8-bit significantly worse)'
-  if mean - half >= -MARGIN:
-    return f'reproduced (within {100 * MARGIN:g} pt)'
-  return 'tie (inconclusive: interval reaches below the margin)'
 
 
 def plot(result) -> None:
@@ -189,7 +177,7 @@ def main(argv=None):
       '32bit': _lib.summary(full['accuracy']),
       '8bit': _lib.summary(low['accuracy']),
       '8bit_minus_32bit': diff,
-      'verdict': word(diff),
+      'verdict': common8.word(diff),
       'all_finite': full['finite'] and low['finite'],
     }
   result['summary'] = summary

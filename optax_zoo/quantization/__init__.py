@@ -6,6 +6,7 @@
 embedding layer with its state kept in 32 bits.
 """
 
+from optax_zoo.quantization import _maps
 from optax_zoo.quantization._adam import (
   adam8bit,
   adamw8bit,
@@ -21,7 +22,6 @@ from optax_zoo.quantization._embedding import (
   StableEmbeddingParam,
   stable_embedding_mask,
 )
-from optax_zoo.quantization import _maps
 from optax_zoo.quantization._state import QuantizedState, quantize_state
 
 #: The signed dynamic map: 256 float32 values in [-1, 1], the first moments'

@@ -101,9 +101,10 @@ def entropy_sgd(
     x \leftarrow x + \text{inner}(x - \mu_L).
 
   The Langevin gradients come from ``grad_fn``
-  (``optax_zoo._src.extra_args``): step :math:`i` takes ``grad_fn(x', i % M, M)`` with
-  :math:`M` = ``minibatches``, the gradient on part ``i % M`` of the step's
-  batch cut into :math:`M` equal consecutive parts. The default
+  (``optax_zoo._src.extra_args``): step :math:`i` takes
+  ``grad_fn(x', i % M, M)`` with :math:`M` = ``minibatches``, the gradient
+  on part ``i % M`` of the step's batch cut into :math:`M` equal consecutive
+  parts. The default
   ``minibatches=None`` means :math:`M = L`: every Langevin step draws its
   own minibatch, as the reference's closure does, so **train with batch
   size** ``L * m`` for minibatches of ``m`` examples (the training loop's
