@@ -148,6 +148,9 @@ def generate(docs: pathlib.Path) -> None:
     (out / 'api' / f'{sub}.rst').write_text(_api_page(sub))
   (out / 'api' / 'registry.rst').write_text(_registry_page())
   (out / 'methods.md').write_text(_methods_page())
+  (out / 'install.md').write_text(
+    f'```bash\npip install "{install_spec("experiments")}"\n```\n'
+  )
   for path in notebooks():
     jupytext.write(
       jupytext.read(path), out / 'notebooks' / f'{path.stem}.ipynb'

@@ -87,7 +87,13 @@ source_suffix = {
   '.md': 'myst-nb',
   '.ipynb': 'myst-nb',
 }
-exclude_patterns = ['_build', 'Thumbs.db', '.DS_Store', '**.ipynb_checkpoints']
+exclude_patterns = [
+  '_build',
+  '_generated/install.md',
+  'Thumbs.db',
+  '.DS_Store',
+  '**.ipynb_checkpoints',
+]
 nb_execution_mode = 'off'
 myst_enable_extensions = ['dollarmath', 'amsmath']
 myst_heading_anchors = 3
