@@ -59,6 +59,7 @@ def test_first_update_equals_the_inner_optimizers():
 INNER = {
   'adamw': lambda: optax_zoo.adamw(0.01),
   'adan': lambda: optax_zoo.adan(0.01),
+  'lamb': lambda: optax_zoo.lamb(0.01),
   'lion': lambda: optax.lion(1e-3),
   'sgd_momentum': lambda: optax_zoo.sgd(0.01, momentum=0.9),
 }
@@ -80,7 +81,7 @@ def test_quantizes_the_moments_of_any_optimizer(name):
   )
   assert len(quantized) == n_moments >= 1
   assert {x.signed for x in quantized} == (
-    {True, False} if name in ('adamw', 'adan') else {True}
+    {True, False} if name in ('adamw', 'adan', 'lamb') else {True}
   )
 
   def run(tx):
