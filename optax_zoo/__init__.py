@@ -18,6 +18,7 @@ from optax_zoo import (
   quantization,
   schedules,
   sharpness,
+  sparsity,
 )
 from optax_zoo.adaptive import *  # noqa: F403
 from optax_zoo.averaging import *  # noqa: F403
@@ -33,6 +34,7 @@ from optax_zoo.registry import get as get
 from optax_zoo.registry import methods as methods
 from optax_zoo.schedules import *  # noqa: F403
 from optax_zoo.sharpness import *  # noqa: F403
+from optax_zoo.sparsity import *  # noqa: F403
 
 __version__ = '0.1.0'
 
@@ -45,6 +47,7 @@ __all__ = sorted(
     *quantization.__all__,
     *schedules.__all__,
     *sharpness.__all__,
+    *sparsity.__all__,
     'MethodInfo',
     'Paper',
     'create',
@@ -55,6 +58,7 @@ __all__ = sorted(
     'quantization',
     'schedules',
     'sharpness',
+    'sparsity',
   }
 )
 

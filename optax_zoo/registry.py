@@ -37,6 +37,7 @@ SUBPACKAGES = (
   'averaging',
   'sharpness',
   'privacy',
+  'sparsity',
   'quantization',
   'distributed',
 )
