@@ -260,3 +260,21 @@ def check_schedule_args(start_step: Any, every_k: Any) -> None:
   """
   check_int('start_step', start_step, minimum=0)
   check_int('every_k', every_k, minimum=1)
+
+
+def as_key(key: Any, name: str = 'key') -> jax.Array:
+  """``key`` as a typed PRNG key: an int seed, a typed key, a raw uint32
+  pair, or an int scalar array (`optax.inject_hyperparams` hands an int
+  seed back that way, traced inside ``update``). Anything else (a bool
+  included): ``ValueError`` naming ``name``."""
+  if not isinstance(key, bool):
+    if isinstance(key, (int, np.integer)):
+      return jax.random.key(key)
+    if isinstance(key, (jax.Array, np.ndarray)):
+      if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+        return key
+      if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
+        return jax.random.key(key)
+      if key.dtype == jnp.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key)
+  raise ValueError(f'`{name}` must be an int seed or a PRNG key, got {key!r}.')

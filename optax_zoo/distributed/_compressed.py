@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
 
@@ -127,23 +126,6 @@ def _all_gather(tree: Any, axis_name: Hashable) -> Any:
   return jax.tree.map(lambda a: lax.all_gather(a, axis_name, **kwargs), tree)
 
 
-def _as_key(key: Any) -> jax.Array:
-  if isinstance(key, bool):
-    raise ValueError(f'`key` must be an int seed or a PRNG key, got {key!r}.')
-  if isinstance(key, (int, np.integer)):
-    return jax.random.key(key)
-  if isinstance(key, (jax.Array, np.ndarray)):
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-      return key
-    # `optax.inject_hyperparams` hands an int seed back as an int32 array,
-    # traced inside `update`.
-    if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
-      return jax.random.key(key)
-    if key.dtype == jnp.uint32 and key.shape == (2,):
-      return jax.random.wrap_key_data(key)
-  raise ValueError(f'`key` must be an int seed or a PRNG key, got {key!r}.')
-
-
 def _check_compressor(compressor: Any) -> None:
   if not isinstance(compressor, cz.Compressor):
     raise ValueError(
@@ -156,7 +138,7 @@ class _Keys:
   """The key stream of a state: raw data in, per-worker leaf keys out."""
 
   def __init__(self, key: Any):
-    base = _as_key(key)
+    base = v.as_key(key)
     self.impl = jax.random.key_impl(base)
     self.data = jax.random.key_data(base)
 

@@ -46,18 +46,6 @@ def _check_axis_name(axis_name: Any) -> None:
     )
 
 
-def _as_key(key: Any) -> jax.Array:
-  if not isinstance(key, bool):
-    if isinstance(key, (int, np.integer)):
-      return jax.random.key(int(key))
-    if isinstance(key, jax.Array):
-      if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-        return key
-      if key.dtype == jnp.uint32 and key.shape == (2,):
-        return jax.random.wrap_key_data(key)
-  raise ValueError(f'`key` must be an int seed or a PRNG key, got {key!r}.')
-
-
 def _num_participants(num_clients: int, client_fraction: float) -> int:
   """McMahan et al.'s :math:`m = \\max(\\mathrm{round}(C K), 1)`."""
   return max(1, round(client_fraction * num_clients))
@@ -271,7 +259,7 @@ def fedavg(
       '`importance_fn` must be None or a callable of the global model, got '
       f'{importance_fn!r}.'
     )
-  base = _as_key(key)
+  base = v.as_key(key)
   impl, key_data = jax.random.key_impl(base), jax.random.key_data(base)
   inner = optax.with_extra_args_support(inner)
   # A concrete zero weight drops the penalty: plain FedAvg, bit for bit.

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from optax_zoo._src import validation as v
@@ -44,21 +43,6 @@ class SparseState(NamedTuple):
   rng_key: jax.Array
   masks: Any
   inner_state: Any
-
-
-def _as_key(key: Any) -> jax.Array:
-  if isinstance(key, bool):
-    raise ValueError(f'`key` must be an int seed or a PRNG key, got {key!r}.')
-  if isinstance(key, (int, np.integer)):
-    return jax.random.key(key)
-  if isinstance(key, (jax.Array, np.ndarray)):
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-      return key
-    if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
-      return jax.random.key(key)
-    if key.dtype == jnp.uint32 and key.shape == (2,):
-      return jax.random.wrap_key_data(key)
-  raise ValueError(f'`key` must be an int seed or a PRNG key, got {key!r}.')
 
 
 def drop_fraction_at(
@@ -200,7 +184,7 @@ def _sparse_wrapper(
       high_inclusive=True,
     )
     v.check_int('total_steps', total_steps, minimum=1)
-  base_key = _as_key(key)
+  base_key = v.as_key(key)
   impl = jax.random.key_impl(base_key)
   inner = optax.with_extra_args_support(inner)
 
