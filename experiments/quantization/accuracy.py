@@ -136,17 +136,7 @@ def plot(result) -> None:
 
   rows = result['summary']
   fig, ax = plt.subplots(figsize=(6, 3.5))
-  for i, s in enumerate(rows.values()):
-    for j, bits in enumerate(('32bit', '8bit')):
-      ax.errorbar(
-        [i + 0.15 * (2 * j - 1)],
-        [100 * s[bits]['mean']],
-        [100 * s[bits]['ci95']],
-        marker='os'[j],
-        capsize=3,
-        color=f'C{j}',
-        label=bits if i == 0 else None,
-      )
+  common8.paired_errorbars(ax, rows.values())
   ax.set_xticks(range(len(rows)), list(rows), fontsize=6, rotation=20)
   ax.set_ylabel('test accuracy (%)')
   ax.set_title('MNIST-1D: 8-bit vs 32-bit state, same rate', fontsize=9)

@@ -106,18 +106,7 @@ def plot(result) -> None:
 
   fig, ax = plt.subplots(figsize=(5, 3.5))
   shown = [k for k in EMBEDDINGS if k in result['summary']]
-  for i, kind in enumerate(shown):
-    s = result['summary'][kind]
-    for j, bits in enumerate(('32bit', '8bit')):
-      ax.errorbar(
-        [i + 0.15 * (2 * j - 1)],
-        [100 * s[bits]['mean']],
-        [100 * s[bits]['ci95']],
-        marker='os'[j],
-        capsize=3,
-        color=f'C{j}',
-        label=bits if i == 0 else None,
-      )
+  common8.paired_errorbars(ax, [result['summary'][k] for k in shown])
   ax.set_xticks(range(len(shown)), shown)
   ax.set_ylabel('test accuracy (%)')
   ax.set_title('MNIST-1D tokens: 8-bit Adam and the stable embedding')
