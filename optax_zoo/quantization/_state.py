@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 from optax_zoo._src import validation as v
 from optax_zoo.quantization._blockwise import (
@@ -40,6 +41,10 @@ def _is_quantized(x: Any) -> bool:
   return isinstance(x, QuantizedArray)
 
 
+def _is_variable(x: Any) -> bool:
+  return isinstance(x, nnx.Variable)
+
+
 def _key_name(key: Any) -> str | None:
   return getattr(key, 'name', None)
 
@@ -59,17 +64,30 @@ def _quantize_moments(
   unsigned map when the attribute that holds the subtree is named in
   ``unsigned``.
   """
-  target = jax.tree.structure(params)
-  shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
+  # Flax NNX variables (`nnx.Optimizer` passes them to ``init``) are leaves
+  # here: a quantized one becomes a `QuantizedArray` of two variables, so
+  # the optimizer's state holds arrays in its variables, as it expects.
+  target = jax.tree.structure(params, is_leaf=_is_variable)
+  shapes = [jnp.shape(p) for p in jax.tree.leaves(params, is_leaf=_is_variable)]
+
+  def quantize_leaf(x, signed):
+    if not _is_variable(x):
+      return quantize(x, signed)
+    q = quantize(x.get_value(), signed)
+    if not _is_quantized(q):
+      return x
+    return q.replace(codes=x.replace(q.codes), absmax=x.replace(q.absmax))
+
+  def floating(x):
+    value = x.get_value() if _is_variable(x) else x
+    return jnp.issubdtype(jnp.result_type(value), jnp.floating)
 
   def visit(node, name):
-    leaves, treedef = jax.tree.flatten(node)
+    leaves, treedef = jax.tree.flatten(node, is_leaf=_is_variable)
     if treedef == target and [jnp.shape(x) for x in leaves] == shapes:
       signed = name not in unsigned
       new = [
-        quantize(x, signed)
-        if k and jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
-        else x
+        quantize_leaf(x, signed) if k and floating(x) else x
         for x, k in zip(leaves, keep, strict=True)
       ]
       return treedef.unflatten(new)

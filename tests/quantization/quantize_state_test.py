@@ -140,3 +140,26 @@ def test_tiny_second_moments_diverge_and_the_floor_bounds_them():
   # v rounds to a code of 0, the step becomes m / eps: thousands of lr.
   assert plain > 1000 * lr
   assert guarded < 3 * lr
+
+
+def test_in_nnx_optimizer_equals_the_pure_array_run():
+  # nnx.Optimizer hands `init` its Param variables and wraps every
+  # variable of the state: the quantized moments must stay QuantizedArrays
+  # of arrays across updates, not turn into nested State.
+  from flax import nnx
+
+  model = nnx.Linear(64, 80, rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  tx = q.adam8bit(0.1, min_size=0)
+  opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  state = tx.init(params)
+  for i in range(3):
+    grads = jax.tree.map(lambda p: jnp.cos(p * 30 + i), params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    g = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(g, grads)
+    opt.update(model, g)
+  tu.assert_trees_equal(nnx.to_pure_dict(nnx.state(model, nnx.Param)), params)
+  mu = nnx.as_pure(opt.opt_state)[0].inner_state.mu
+  assert isinstance(mu['kernel'], q.QuantizedArray)
