@@ -203,7 +203,23 @@ def quantize_state(
     if not _is_quantized(x):
       return x
     floor = None if x.signed else second_moment_floor
-    return dequantize_blockwise(x, floor=floor)
+    if not _is_variable(x.codes):
+      return dequantize_blockwise(x, floor=floor)
+    # A moment of an NNX variable: decoded back into that variable.
+    plain = x.replace(codes=x.codes.get_value(), absmax=x.absmax.get_value())
+    return x.codes.replace(dequantize_blockwise(plain, floor=floor))
+
+  def encode(old, x):
+    """``x``, the new moment, stored as ``old`` was (map, block, dtype)."""
+    variable = x if _is_variable(x) else None
+    value = x.get_value() if variable is not None else x
+    q = quantize_blockwise(value, signed=old.signed, block_size=old.block_size)
+    q = q.replace(dtype=old.dtype)
+    if variable is None:
+      return q
+    return q.replace(
+      codes=variable.replace(q.codes), absmax=variable.replace(q.absmax)
+    )
 
   def init_fn(params):
     n = len(jax.tree.leaves(params))
@@ -226,11 +242,7 @@ def quantize_state(
     old_leaves, treedef = jax.tree.flatten(stored, is_leaf=_is_quantized)
     new_leaves = treedef.flatten_up_to(new)
     leaves = [
-      quantize_blockwise(x, signed=o.signed, block_size=o.block_size).replace(
-        dtype=o.dtype
-      )
-      if _is_quantized(o)
-      else x
+      encode(o, x) if _is_quantized(o) else x
       for o, x in zip(old_leaves, new_leaves, strict=True)
     ]
     return updates, QuantizedState(inner_state=treedef.unflatten(leaves))
