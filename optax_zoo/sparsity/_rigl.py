@@ -64,15 +64,46 @@ def drop_fraction_at(
   return drop_fraction / 2 * (1 + jnp.cos(jnp.pi * t / end_step))
 
 
-def _ranks(score: jax.Array, eligible: jax.Array) -> jax.Array:
-  """Each entry's rank: eligible entries first, by decreasing score (NaN
-  lowest), ties to the lower index (the reference's ``top_k``)."""
-  score = jnp.where(jnp.isnan(score), -jnp.inf, score)
-  iota = jnp.arange(score.size, dtype=jnp.int32)
-  *_, order = jax.lax.sort(
-    ((~eligible).astype(jnp.int32), -score, iota), num_keys=2, is_stable=True
-  )
-  return jnp.zeros(score.shape, jnp.int32).at[order].set(iota)
+def _order_keys(score: jax.Array, eligible: jax.Array) -> jax.Array:
+  """uint32 keys ordered as ``score`` among eligible entries, ineligible last.
+
+  The float bits are mapped monotonically to uint32 (negative floats have
+  their bits flipped, the others their sign bit set); ``-0.0`` counts as
+  ``0.0``, a NaN score as below ``-inf`` (key 1) and an ineligible entry as
+  below everything (key 0). Both those keys are NaN bit patterns, which no
+  score keeps.
+  """
+  score = score.astype(jnp.float32)
+  score = jnp.where(score == 0, jnp.zeros((), jnp.float32), score)
+  bits = jax.lax.bitcast_convert_type(score, jnp.uint32)
+  key = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
+  key = jnp.where(jnp.isnan(score), jnp.uint32(1), key)
+  return jnp.where(eligible, key, jnp.uint32(0))
+
+
+def _top_k(score: jax.Array, eligible: jax.Array, k: jax.Array) -> jax.Array:
+  """The ``k`` eligible entries of largest score, as a bool mask.
+
+  ``k`` may be traced and must not exceed the eligible count. Ties go to the
+  lower flat index and a NaN score ranks below every number, as the
+  reference's ``top_k``. Exact without a sort: the ``k``-th largest key is
+  built bit by bit from the top (32 counting passes over the entries;
+  XLA:CPU's sort of a million float32 takes ~0.4 s, these passes ~20 ms).
+  """
+  key = _order_keys(score, eligible)
+  k = jnp.asarray(k, jnp.int32)
+
+  def set_bit(i, threshold):
+    candidate = threshold | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
+    enough = jnp.sum(key >= candidate, dtype=jnp.int32) >= k
+    return jnp.where(enough, candidate, threshold)
+
+  # The largest t with at least k keys >= t: the k-th largest key.
+  threshold = jax.lax.fori_loop(0, 32, set_bit, jnp.uint32(0))
+  above = key > threshold
+  ties = key == threshold
+  room = k - jnp.sum(above, dtype=jnp.int32)
+  return above | (ties & (jnp.cumsum(ties, dtype=jnp.int32) <= room))
 
 
 def drop_and_grow(
@@ -109,9 +140,8 @@ def drop_and_grow(
   n_drop = (n_active.astype(jnp.float32) * drop_fraction).astype(jnp.int32)
   noise = _NOISE_STD * jax.random.normal(key, flat_mask.shape, jnp.float32)
   drop_score = jnp.abs(weight.reshape(-1).astype(jnp.float32)) + noise
-  kept = _ranks(drop_score, flat_mask) < n_active - n_drop
-  score = grow_score.reshape(-1).astype(jnp.float32)
-  grown = _ranks(score, ~kept) < n_drop
+  kept = _top_k(drop_score, flat_mask, n_active - n_drop)
+  grown = _top_k(grow_score.reshape(-1), ~kept, n_drop)
   new_mask = kept | grown
   return new_mask.reshape(mask.shape), (grown & ~flat_mask).reshape(mask.shape)
 
@@ -161,9 +191,19 @@ def _sparse_wrapper(
   drop_fraction_schedule: str = 'cosine',
   end_fraction: Any = 1.0,
   total_steps: Any = 1,
+  step_first: bool | None = None,
+  schedule_fn: Callable[[jax.Array], tuple[Any, Any]] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The transform `rigl` (grow='gradient'), `set_sparse` (grow='random')
-  and `static_sparse` (grow=None) share."""
+  and `static_sparse` (grow=None) share.
+
+  ``step_first``: whether a mask update also takes the ``inner`` step and
+  drops from the stepped weights (default: for random growth only, as the
+  RigL authors' SET; the FreeTickets and Sup-tickets references step first
+  with gradient growth too). ``schedule_fn(count) -> (is_update,
+  fraction)`` replaces the ``update_every`` / ``end_fraction`` /
+  ``drop_fraction`` schedule when given.
+  """
   v.check_transform('inner', inner)
   v.check_in_range('sparsity', sparsity, 0.0, 1.0)
   v.check_choice('distribution', distribution, _masks.DISTRIBUTIONS)
@@ -186,6 +226,8 @@ def _sparse_wrapper(
     v.check_int('total_steps', total_steps, minimum=1)
   base_key = v.as_key(key)
   impl = jax.random.key_impl(base_key)
+  if step_first is None:
+    step_first = grow != 'gradient'
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
@@ -205,64 +247,27 @@ def _sparse_wrapper(
       inner_state=inner.init(params),
     )
 
-  def train_step(updates, state, params, extra):
-    masked = _masks.apply_masks(updates, state.masks)
-    new_updates, inner_state = inner.update(
-      masked, state.inner_state, params, **extra
-    )
-    new_updates = jax.tree.map(
-      lambda u, p, m: jnp.where(m, u.astype(p.dtype), -p),
-      new_updates,
-      params,
-      state.masks,
-    )
-    return new_updates, state.masks, inner_state
-
-  def mask_step(updates, state, params, step_key, extra):
-    if grow == 'gradient':
-      # RigL skips the inner step; `g * 0` keeps a non-finite gradient
-      # visible in the update.
-      base = jax.tree.map(lambda g, p: (g * 0).astype(p.dtype), updates, params)
-      inner_state, weights = state.inner_state, params
-    else:
-      # SET steps first and updates the mask from the new weights, as the
-      # reference's SparseSETOptimizerBase.apply_gradients does.
-      base, _, inner_state = train_step(updates, state, params, extra)
-      weights = optax.apply_updates(params, base)
-    end_step = jnp.asarray(end_fraction, jnp.float32) * total_steps
-    fraction = drop_fraction_at(
-      state.count, drop_fraction, end_step, drop_fraction_schedule
-    )
+  def new_masks(masks, weights, grads, step_key, fraction, sparse):
+    """Drop-and-grow in every masked leaf: the new masks and the grown."""
     leaves, treedef = jax.tree.flatten(weights)
     keys = jax.random.split(step_key, max(1, len(leaves)))
-    old_masks = treedef.flatten_up_to(state.masks)
-    grads = treedef.flatten_up_to(updates)
-    new_masks, grown = [], []
-    sparse = _masks.sparse_leaves(params, mask, keep_dense)
-    for i, (m, w, g) in enumerate(zip(old_masks, leaves, grads, strict=True)):
+    out_masks, out_grown = [], []
+    old = treedef.flatten_up_to(masks)
+    grads = treedef.flatten_up_to(grads)
+    for i, (m, w, g) in enumerate(zip(old, leaves, grads, strict=True)):
       if not sparse[i]:  # an all-True mask: nothing to drop or grow
-        new_masks.append(m)
-        grown.append(jnp.zeros(jnp.shape(m), bool))
+        out_masks.append(m)
+        out_grown.append(jnp.zeros(jnp.shape(m), bool))
         continue
       drop_key, grow_key = jax.random.split(keys[i])
       if grow == 'gradient':
         score = jnp.abs(g)
       else:
         score = jax.random.uniform(grow_key, jnp.shape(g), jnp.float32)
-      new_m, new_g = drop_and_grow(m, w, score, fraction, drop_key)
-      new_masks.append(new_m)
-      grown.append(new_g)
-    grown = treedef.unflatten(grown)
-    new_masks = treedef.unflatten(new_masks)
-    inner_state = _reset_moments(inner_state, params, grown)
-    new_updates = jax.tree.map(
-      lambda u, p, m, n: jnp.where(m & ~n, u, -p),
-      base,
-      params,
-      new_masks,
-      grown,
-    )
-    return new_updates, new_masks, inner_state
+      m, g = drop_and_grow(m, w, score, fraction, drop_key)
+      out_masks.append(m)
+      out_grown.append(g)
+    return treedef.unflatten(out_masks), treedef.unflatten(out_grown)
 
   def update_fn(updates, state, params=None, **extra):
     if params is None:
@@ -270,20 +275,61 @@ def _sparse_wrapper(
     next_key, step_key = jax.random.split(
       jax.random.wrap_key_data(state.rng_key, impl=impl)
     )
-    if grow is None:
-      new_updates, masks, inner_state = train_step(
-        updates, state, params, extra
-      )
-    else:
+    # Every step runs ``inner`` on the masked gradient; RigL's mask-update
+    # steps then keep the old inner state and a zero step. Only the mask
+    # computation sits under a `lax.cond`: a cond over the whole step makes
+    # XLA copy the optimizer state through its branches on every step.
+    masked = _masks.apply_masks(updates, state.masks)
+    steps, inner_state = inner.update(
+      masked, state.inner_state, params, **extra
+    )
+    steps = jax.tree.map(lambda u, p: u.astype(p.dtype), steps, params)
+    masks = state.masks
+    grown = jax.tree.map(lambda m: jnp.zeros(jnp.shape(m), bool), masks)
+    if grow is not None:
+      sparse = _masks.sparse_leaves(params, mask, keep_dense)
       end_step = jnp.asarray(end_fraction, jnp.float32) * total_steps
       is_update = (state.count % update_every == 0) & (
         state.count.astype(jnp.float32) < end_step
       )
-      new_updates, masks, inner_state = jax.lax.cond(
-        is_update,
-        lambda: mask_step(updates, state, params, step_key, extra),
-        lambda: train_step(updates, state, params, extra),
+      fraction = drop_fraction_at(
+        state.count, drop_fraction, end_step, drop_fraction_schedule
       )
+      if grow == 'gradient':
+        # RigL skips the inner step; ``g * 0`` keeps a non-finite gradient
+        # visible in the update.
+        steps = jax.tree.map(
+          lambda u, g, p: jnp.where(is_update, (g * 0).astype(p.dtype), u),
+          steps,
+          updates,
+          params,
+        )
+        inner_state = jax.tree.map(
+          lambda new, old: jnp.where(is_update, old, new),
+          inner_state,
+          state.inner_state,
+        )
+        weights = params
+      else:
+        # SET steps first and updates the mask from the new weights, as the
+        # reference's SparseSETOptimizerBase.apply_gradients does.
+        weights = jax.tree.map(
+          lambda p, u, m: jnp.where(m, p + u, jnp.zeros((), p.dtype)),
+          params,
+          steps,
+          masks,
+        )
+      masks, grown = jax.lax.cond(
+        is_update,
+        lambda: new_masks(masks, weights, updates, step_key, fraction, sparse),
+        lambda: (masks, grown),
+      )
+      inner_state = _reset_moments(inner_state, params, grown)
+    # Active weights take the step (a connection dropped and regrown in
+    # one update keeps its weight); pruned and newly grown ones become 0.
+    new_updates = jax.tree.map(
+      lambda u, p, m, n: jnp.where(m & ~n, u, -p), steps, params, masks, grown
+    )
     return new_updates, SparseState(
       count=optax.safe_int32_increment(state.count),
       rng_key=jax.random.key_data(next_key),

@@ -37,6 +37,30 @@ def _np_drop_grow(mask, weight, grow_score, fraction, noise):
   return new.reshape(np.shape(mask)), new_conn.reshape(np.shape(mask))
 
 
+def test_top_k_selects_as_a_stable_sort_with_nans_signed_zeros_and_infs():
+  from optax_zoo.sparsity import _rigl
+
+  rng = np.random.default_rng(0)
+  special = [np.nan, -0.0, 0.0, np.inf, -np.inf, -1e-30, 1e-30, -2.5, 2.5]
+  score = np.concatenate(
+    [rng.choice(special, 40), np.round(rng.normal(size=40), 1)]
+  ).astype(np.float32)
+  rng.shuffle(score)
+  eligible = rng.random(score.size) < 0.7
+  # The order the reference's top_k gives: larger first (NaN lowest, -0.0
+  # equal to 0.0), then the lower index.
+  ranked = np.where(np.isnan(score), -np.inf, score)
+  order = sorted(
+    np.flatnonzero(eligible), key=lambda i: (-ranked[i], np.isnan(score[i]), i)
+  )
+  top_k = jax.jit(_rigl._top_k)
+  for k in range(int(eligible.sum()) + 1):
+    want = np.zeros(score.size, bool)
+    want[order[:k]] = True
+    got = top_k(jnp.asarray(score), jnp.asarray(eligible), k)
+    np.testing.assert_array_equal(got, want, err_msg=f'k={k}')
+
+
 @pytest.mark.parametrize('seed', range(4))
 @pytest.mark.parametrize('fraction', [0.0, 0.3, 0.5, 1.0])
 def test_drop_and_grow_matches_numpy(seed, fraction):
