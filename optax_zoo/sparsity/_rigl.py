@@ -288,14 +288,17 @@ def _sparse_wrapper(
     grown = jax.tree.map(lambda m: jnp.zeros(jnp.shape(m), bool), masks)
     if grow is not None:
       sparse = _masks.sparse_leaves(params, mask, keep_dense)
-      end_step = jnp.asarray(end_fraction, jnp.float32) * total_steps
-      is_update = (state.count % update_every == 0) & (
-        state.count.astype(jnp.float32) < end_step
-      )
-      fraction = drop_fraction_at(
-        state.count, drop_fraction, end_step, drop_fraction_schedule
-      )
-      if grow == 'gradient':
+      if schedule_fn is None:
+        end_step = jnp.asarray(end_fraction, jnp.float32) * total_steps
+        is_update = (state.count % update_every == 0) & (
+          state.count.astype(jnp.float32) < end_step
+        )
+        fraction = drop_fraction_at(
+          state.count, drop_fraction, end_step, drop_fraction_schedule
+        )
+      else:
+        is_update, fraction = schedule_fn(state.count)
+      if not step_first:
         # RigL skips the inner step; ``g * 0`` keeps a non-finite gradient
         # visible in the update.
         steps = jax.tree.map(
@@ -312,7 +315,8 @@ def _sparse_wrapper(
         weights = params
       else:
         # SET steps first and updates the mask from the new weights, as the
-        # reference's SparseSETOptimizerBase.apply_gradients does.
+        # reference's SparseSETOptimizerBase.apply_gradients does (and the
+        # FreeTickets and Sup-tickets ``Masking.step``, growing by gradient).
         weights = jax.tree.map(
           lambda p, u, m: jnp.where(m, p + u, jnp.zeros((), p.dtype)),
           params,
