@@ -40,6 +40,35 @@ _BAD_DYNAMIC = (
   {'end_fraction': 0.0},
   {'total_steps': 0},
 )
+_FREE_TICKETS_PAPER = paper(
+  'Deep Ensembling with No Overhead for either Training or Testing: The '
+  'All-Round Blessings of Dynamic Sparsity',
+  'Liu et al.',
+  2022,
+  '2106.14568',
+)
+_SUP_TICKETS_PAPER = paper(
+  'Superposing Many Tickets into One: A Performance Booster for Sparse '
+  'Neural Network Training',
+  'Yin et al.',
+  2022,
+  '2205.15322',
+)
+_TICKETS_COMMON = (
+  'mask updates step first and grow by gradient as the reference, but '
+  'k = floor(f n) (reference ceil) with ties to the lower index; grown '
+  'moments zeroed; re-exploration one step after the reference (after '
+  "the next window's first inner step); counted in steps"
+)
+_BAD_TICKETS = (
+  *_BAD_COMMON,
+  {'update_every': 0},
+  {'drop_fraction': 1.5},
+  {'large_drop_fraction': -0.1},
+  {'drop_fraction_schedule': 'linear'},
+  {'growth': 'momentum'},
+  {'total_steps': 0},
+)
 _DEVIATIONS = (
   'initial masks hold round(density * size) ones (reference: size - '
   'floor(sparsity * size)); ERK budget in real numbers; bool masks'
@@ -60,6 +89,31 @@ def _static_kwargs(learning_rate: Any) -> dict[str, Any]:
   return {
     'inner': adaptive.sgd(learning_rate, momentum=0.9),
     'sparsity': 0.9,
+  }
+
+
+# FreeTickets' EDST at the paper's 80% sparsity and 3 tickets, Sup-tickets
+# at 80% with the reference's 3 cycles of ~3% of training each; the lr
+# grid's 2000 steps, a constant rate (their schedules are
+# `free_tickets_schedule` and `sup_tickets_schedule`, for the experiments).
+def _free_tickets_kwargs(learning_rate: Any) -> dict[str, Any]:
+  return {
+    'inner': adaptive.sgd(learning_rate, momentum=0.9),
+    'sparsity': 0.8,
+    'total_steps': 2000,
+    'num_tickets': 3,
+    'update_every': 100,
+  }
+
+
+def _sup_tickets_kwargs(learning_rate: Any) -> dict[str, Any]:
+  return {
+    'inner': adaptive.sgd(learning_rate, momentum=0.9),
+    'sparsity': 0.8,
+    'total_steps': 2000,
+    'cycle_steps': 64,
+    'num_cycles': 3,
+    'update_every': 100,
   }
 
 
@@ -121,6 +175,79 @@ ENTRIES = (
     deviations=(
       "fixed mask (the reference's SparseStaticOptimizer re-initializes "
       'dropped weights in place); ' + _DEVIATIONS
+    ),
+  ),
+  MethodInfo(
+    name='free_tickets',
+    category='sparsity',
+    factory=sparsity.free_tickets,
+    paper=_FREE_TICKETS_PAPER,
+    reference=(
+      'VITA-Group/FreeTickets main_EDST.py and sparselearning/core.py '
+      'Masking (PyTorch, CUDA-only; transcribed, not run)'
+    ),
+    # Masks and the num_tickets - 1 stored tickets (the last is the params).
+    state_copies=_MASK_COPIES + 2,
+    learning_rate=0.1,
+    example_kwargs=_free_tickets_kwargs,
+    invalid_kwargs=(
+      *_BAD_TICKETS,
+      {'num_tickets': 0},
+      {'exploration_steps': 1999},
+    ),
+    static_args=(
+      'sparsity',
+      'total_steps',
+      'num_tickets',
+      'exploration_steps',
+      'update_every',
+      'key',
+    ),
+    deviations=(
+      "a ticket is its window's last weights (reference: best validation "
+      'checkpoint); a weight dropped and regrown keeps its value '
+      '(reference zeroes it); the reference passes a constant drop rate '
+      '(its cosine decay has no effect; followed) and never resets '
+      'momentum; ' + _TICKETS_COMMON
+    ),
+  ),
+  MethodInfo(
+    name='sup_tickets',
+    category='sparsity',
+    factory=sparsity.sup_tickets,
+    paper=_SUP_TICKETS_PAPER,
+    reference=(
+      'luuyin/Sup-tickets CIFAR/main_suptickets.py (CAA_average, global '
+      'topk pruning) and CIFAR/sparselearning/core.py (transcribed, not run)'
+    ),
+    # Masks and the float32 superposed ticket.
+    state_copies=_MASK_COPIES + 1,
+    learning_rate=0.1,
+    example_kwargs=_sup_tickets_kwargs,
+    invalid_kwargs=(
+      *_BAD_TICKETS,
+      {'cycle_steps': 0},
+      {'num_cycles': 0},
+      {'num_cycles': 40},
+      {'superposition_factor': 0.0},
+    ),
+    static_args=(
+      'sparsity',
+      'total_steps',
+      'cycle_steps',
+      'num_cycles',
+      'update_every',
+      'key',
+    ),
+    # Its state defines eval_params (the superposed ticket), but with the
+    # example's 2000 steps the first superposition comes at step 1872:
+    # the common test's 3-step run must see the trained params, which
+    # this flag asserts.
+    has_eval_params=False,
+    deviations=(
+      'pruning keeps exactly the masks count (reference int(N d) and all '
+      'ties at the threshold); BatchNorm statistics recomputed, not '
+      'averaged; the DST path only (no GraNet); ' + _TICKETS_COMMON
     ),
   ),
 )
