@@ -415,6 +415,10 @@ def rigl(
     keep_dense: masked leaves kept dense but counted in ``sparsity`` (same
       forms as ``mask``; the reference's first-layer option); None: none.
     key: an int seed or PRNG key for the masks and the tie-breaking noise.
+      One transform gives every model it initializes the same masks: under
+      `optax_zoo.training.train_seeds` all seeds share them (build one
+      transform per seed, or derive ``key`` from each seed's parameters in
+      ``init``, as ``experiments/sparsity`` does, for independent masks).
 
   Returns:
     A `optax.GradientTransformationExtraArgs` with state `SparseState`.
