@@ -1,0 +1,1 @@
+"""Sparse training (RigL, SET, FreeTickets, Sup-tickets), MNIST-1D."""
