@@ -146,6 +146,15 @@ def drop_and_grow(
   return new_mask.reshape(mask.shape), (grown & ~flat_mask).reshape(mask.shape)
 
 
+def _off_mask_zero(params: Any, masks: Any) -> jax.Array:
+  """Whether every parameter is zero where its mask is False."""
+  zero = jax.tree.map(
+    lambda p, m: jnp.all(jnp.where(m, True, p == 0)), params, masks
+  )
+  checks = jax.tree.leaves(zero)
+  return jnp.all(jnp.stack(checks)) if checks else jnp.ones((), bool)
+
+
 def _reset_moments(state: Any, params: Any, grown: Any) -> Any:
   """``state`` with its parameter-shaped subtrees zeroed where ``grown``.
 
@@ -298,6 +307,16 @@ def _sparse_wrapper(
         )
       else:
         is_update, fraction = schedule_fn(state.count)
+      # A mask update needs the gradient of the masked network. The first
+      # ``params`` are often the dense initialization (the training loop's
+      # and `nnx.Optimizer`'s), whose gradient is the dense network's: a
+      # mask update due then is skipped. Later parameters are masked by the
+      # updates themselves, so only step 0 is checked.
+      is_update = is_update & jax.lax.cond(
+        state.count == 0,
+        lambda: _off_mask_zero(params, masks),
+        lambda: jnp.ones((), bool),
+      )
       if not step_first:
         # RigL skips the inner step; ``g * 0`` keeps a non-finite gradient
         # visible in the update.
@@ -389,8 +408,9 @@ def rigl(
 
   The gradient ``update`` receives, taken at the masked parameters, is the
   dense gradient RigL grows with. Pass masked parameters from the start
-  (`apply_masks` with ``state.masks``); the first update zeroes them off
-  the mask in any case.
+  (`apply_masks` with ``state.masks``), or the first update zeroes them off
+  the mask: then a mask update due at step 0 is skipped (that step trains),
+  since its gradient would be the dense network's.
 
   Non-finite gradients: on training steps a NaN or inf at an active (or
   dense) weight gives a non-finite update; on mask updates the update is

@@ -319,7 +319,7 @@ def test_rigl_grows_where_the_gradient_is_large_and_set_does_not():
   for name in ('rigl', 'set_sparse'):
     tx = getattr(sp, name)(optax.sgd(0.1), **kwargs)
     state = tx.init(params)
-    _, new = tx.update(grads, state, params)
+    _, new = tx.update(grads, state, sp.apply_masks(params, state.masks))
     grown = np.asarray(new.masks['w'] & ~state.masks['w'])
     picks[name] = grown[:, :5].sum() / grown.sum()
   assert picks['rigl'] == 1.0
@@ -461,3 +461,31 @@ def test_works_inside_a_chain_and_under_vmap_over_seeds():
   off = np.asarray(p['w'])[~np.asarray(masks['w'])]
   np.testing.assert_array_equal(off, 0.0)
   assert np.all(np.asarray(masks['w']).reshape(2, -1).sum(1) == 12)
+
+
+@pytest.mark.parametrize('method', ['rigl', 'set_sparse'])
+def test_a_mask_update_at_step_0_needs_masked_params(method):
+  # The gradient at a dense initialization is not the sparse network's: a
+  # mask update due at step 0 is skipped (the step trains) until the
+  # parameters handed are zero off the mask.
+  tx = getattr(sp, method)(
+    optax.sgd(0.1, momentum=0.9),
+    sparsity=0.5,
+    total_steps=100,
+    update_every=10,
+    drop_fraction_schedule='constant',
+    key=0,
+  )
+  rng = np.random.default_rng(0)
+  params = {'w': jnp.asarray(rng.normal(size=(8, 8)), jnp.float32)}
+  grads = {'w': jnp.asarray(rng.normal(size=(8, 8)), jnp.float32)}
+  state = tx.init(params)
+  updates, dense = jax.jit(tx.update)(grads, state, params)
+  np.testing.assert_array_equal(dense.masks['w'], state.masks['w'])
+  trace = dense.inner_state[0].trace['w']
+  np.testing.assert_allclose(trace, np.where(state.masks['w'], grads['w'], 0))
+  new = optax.apply_updates(params, updates)
+  assert bool(jnp.all(jnp.where(state.masks['w'], True, new['w'] == 0)))
+  masked = sp.apply_masks(params, state.masks)
+  _, updated = jax.jit(tx.update)(grads, state, masked)
+  assert bool(jnp.any(updated.masks['w'] != state.masks['w']))
