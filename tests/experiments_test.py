@@ -344,6 +344,30 @@ TINY = {
     },
     True,
   ),
+  'sparsity.rigl': (
+    '--models mlp --steps 2 --seeds 2 --rates 0.1 --sparsities 0.9 '
+    '--distributions erk --methods dense static rigl',
+    {
+      'sparsity_rigl': [
+        'steps',
+        'batch',
+        'seeds',
+        'tune_seeds',
+        'rates',
+        'runs',
+        'tuning',
+        'summary',
+        'small_dense',
+      ]
+    },
+    True,
+  ),
+  # One method: sup_tickets' loop path is covered by tests/sparsity.
+  'sparsity.tickets': (
+    '--steps 2 --seeds 2 --dense-rates 0.1 --methods free_tickets',
+    {'sparsity_tickets': ['steps', 'seeds', 'sparsity', 'runs', 'summary']},
+    True,
+  ),
 }
 
 # Launchers whose results may hold NaN at this size: they run one seed (one
