@@ -31,7 +31,9 @@ class SparseState(NamedTuple):
   """State of `rigl`, `set_sparse` and `static_sparse`.
 
   Attributes:
-    count: steps taken (mask updates included), int32.
+    count: steps taken (mask updates included), int32; a first step on
+      parameters that are not zero off the mask does not count (the mask
+      schedule starts at the first step on the sparse network).
     rng_key: the raw data (uint32, `jax.random.key_data`) of the key the
       next step splits.
     masks: a bool array per parameter leaf, True where the weight is
@@ -295,6 +297,7 @@ def _sparse_wrapper(
     steps = jax.tree.map(lambda u, p: u.astype(p.dtype), steps, params)
     masks = state.masks
     grown = jax.tree.map(lambda m: jnp.zeros(jnp.shape(m), bool), masks)
+    unmasked = jnp.zeros((), bool)
     if grow is not None:
       sparse = _masks.sparse_leaves(params, mask, keep_dense)
       if schedule_fn is None:
@@ -309,14 +312,17 @@ def _sparse_wrapper(
         is_update, fraction = schedule_fn(state.count)
       # A mask update needs the gradient of the masked network. The first
       # ``params`` are often the dense initialization (the training loop's
-      # and `nnx.Optimizer`'s), whose gradient is the dense network's: a
-      # mask update due then is skipped. Later parameters are masked by the
-      # updates themselves, so only step 0 is checked.
-      is_update = is_update & jax.lax.cond(
+      # and `nnx.Optimizer`'s), whose gradient is the dense network's: if a
+      # mask update is due then, that step trains without counting, so the
+      # schedule, and the update, start at the next step, whose parameters
+      # the first update has masked. Later parameters are masked by the updates
+      # themselves, so only count 0 is checked.
+      unmasked = is_update & jax.lax.cond(
         state.count == 0,
-        lambda: _off_mask_zero(params, masks),
-        lambda: jnp.ones((), bool),
+        lambda: ~_off_mask_zero(params, masks),
+        lambda: jnp.zeros((), bool),
       )
+      is_update = is_update & ~unmasked
       if not step_first:
         # RigL skips the inner step; ``g * 0`` keeps a non-finite gradient
         # visible in the update.
@@ -354,7 +360,9 @@ def _sparse_wrapper(
       lambda u, p, m, n: jnp.where(m & ~n, u, -p), steps, params, masks, grown
     )
     return new_updates, SparseState(
-      count=optax.safe_int32_increment(state.count),
+      count=jnp.where(
+        unmasked, state.count, optax.safe_int32_increment(state.count)
+      ),
       rng_key=jax.random.key_data(next_key),
       masks=masks,
       inner_state=inner_state,
@@ -409,8 +417,9 @@ def rigl(
   The gradient ``update`` receives, taken at the masked parameters, is the
   dense gradient RigL grows with. Pass masked parameters from the start
   (`apply_masks` with ``state.masks``), or the first update zeroes them off
-  the mask: then a mask update due at step 0 is skipped (that step trains),
-  since its gradient would be the dense network's.
+  the mask: that first step then trains without counting, since its
+  gradient is the dense network's, and the schedule (with the mask update
+  due at step 0) starts at the next.
 
   Non-finite gradients: on training steps a NaN or inf at an active (or
   dense) weight gives a non-finite update; on mask updates the update is

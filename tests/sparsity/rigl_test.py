@@ -466,8 +466,8 @@ def test_works_inside_a_chain_and_under_vmap_over_seeds():
 @pytest.mark.parametrize('method', ['rigl', 'set_sparse'])
 def test_a_mask_update_at_step_0_needs_masked_params(method):
   # The gradient at a dense initialization is not the sparse network's: a
-  # mask update due at step 0 is skipped (the step trains) until the
-  # parameters handed are zero off the mask.
+  # mask update due at step 0 waits (the step trains without counting)
+  # until the parameters handed are zero off the mask.
   tx = getattr(sp, method)(
     optax.sgd(0.1, momentum=0.9),
     sparsity=0.5,
@@ -484,8 +484,15 @@ def test_a_mask_update_at_step_0_needs_masked_params(method):
   np.testing.assert_array_equal(dense.masks['w'], state.masks['w'])
   trace = dense.inner_state[0].trace['w']
   np.testing.assert_allclose(trace, np.where(state.masks['w'], grads['w'], 0))
+  assert int(dense.count) == 0
   new = optax.apply_updates(params, updates)
   assert bool(jnp.all(jnp.where(state.masks['w'], True, new['w'] == 0)))
-  masked = sp.apply_masks(params, state.masks)
-  _, updated = jax.jit(tx.update)(grads, state, masked)
+  # The next step sees the masked parameters and makes the update.
+  _, updated = jax.jit(tx.update)(grads, dense, new)
   assert bool(jnp.any(updated.masks['w'] != state.masks['w']))
+  assert int(updated.count) == 1
+  # Masked from the start: the update comes at the first step.
+  masked = sp.apply_masks(params, state.masks)
+  _, first = jax.jit(tx.update)(grads, state, masked)
+  assert bool(jnp.any(first.masks['w'] != state.masks['w']))
+  assert int(first.count) == 1
