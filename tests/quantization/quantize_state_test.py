@@ -154,7 +154,7 @@ def test_in_nnx_optimizer_equals_the_pure_array_run():
   opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
   state = tx.init(params)
   for i in range(3):
-    grads = jax.tree.map(lambda p: jnp.cos(p * 30 + i), params)
+    grads = jax.tree.map(lambda p, i=i: jnp.cos(p * 30 + i), params)
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
     g = nnx.state(model, nnx.Param)
