@@ -25,6 +25,12 @@ one definition of each argument:
   minibatch from a batch that holds several. ``num_splits`` must be a
   Python int dividing the batch size. Model state such as BatchNorm running
   statistics is read, never written: only the training step updates it.
+``kfac_stats``
+  a zero-argument function returning K-FAC's per-layer statistics
+  (`optax_zoo.kfac_layer_stats`) of the step's batch. Supplied only when
+  the caller passes ``kfac_stats_fn`` (it needs the model, not just a loss
+  of the parameters); lazy, so a method that does not call it traces and
+  pays nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ __all__ = ['NAMES', 'PerExampleLossFn', 'supply']
 # where every leaf of ``batch`` has the leading batch axis B.
 PerExampleLossFn = Callable[[Any, Any], jax.Array]
 
-NAMES = ('value', 'value_sq_mean', 'value_variance', 'grad_fn')
+NAMES = ('value', 'value_sq_mean', 'value_variance', 'grad_fn', 'kfac_stats')
 
 
 def _batch_size(batch: Any) -> int:
@@ -91,6 +97,7 @@ def supply(
   batch: Any,
   *,
   losses: jax.Array | None = None,
+  kfac_stats_fn: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
   """The extra update arguments ``names`` for one step.
 
@@ -105,12 +112,16 @@ def supply(
     batch: the step's batch, a pytree with the leading batch axis ``B``.
     losses: ``loss_fn(params, batch)`` when the caller has it already (the
       training loop computes it with the gradient); computed otherwise.
+    kfac_stats_fn: the ``kfac_stats`` supplier, or None where there is no
+      model (then ``kfac_stats`` is left out of ``names=None`` and is an
+      error when named).
 
   Returns:
     Keyword arguments for ``tx.update``.
 
   Raises:
-    ValueError: for a name not in `NAMES`, or losses that are not a vector.
+    ValueError: for a name not in `NAMES`, losses that are not a vector, or
+      ``kfac_stats`` named without ``kfac_stats_fn``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -122,11 +133,20 @@ def supply(
     >>> float(extra['grad_fn'](1.0)), float(extra['grad_fn'](1.0, 1, 2))
     (10.0, 18.0)
   """
-  names = NAMES if names is None else tuple(names)
+  if names is None:
+    names = tuple(
+      n for n in NAMES if n != 'kfac_stats' or kfac_stats_fn is not None
+    )
+  names = tuple(names)
   unknown = [n for n in names if n not in NAMES]
   if unknown:
     raise ValueError(
       f'`names` must be extra update arguments in {NAMES}, got {unknown}.'
+    )
+  if 'kfac_stats' in names and kfac_stats_fn is None:
+    raise ValueError(
+      '`kfac_stats` needs `kfac_stats_fn` (the statistics come from the '
+      "model's layers, not from a loss of the parameters)."
     )
   if losses is None and {'value', 'value_sq_mean', 'value_variance'} & set(
     names
@@ -142,5 +162,6 @@ def supply(
     'value_sq_mean': lambda: jnp.mean(jnp.square(losses)),
     'value_variance': lambda: jnp.mean(jnp.square(losses)),
     'grad_fn': lambda: make_grad_fn(loss_fn, batch),
+    'kfac_stats': lambda: kfac_stats_fn,
   }
   return {n: builders[n]() for n in names}

@@ -45,6 +45,10 @@ def loss_extra_args(
   Returns:
     Keyword arguments for ``tx.update``.
   """
+  # A loss of raw parameters has no layers: K-FAC preconditions none of
+  # them and needs no statistics.
+  if names is not None:
+    names = [n for n in names if n != 'kfac_stats']
   return extra_args.supply(
     names, lambda p, _: loss_fn(p)[None], params, jnp.zeros((1,))
   )

@@ -502,6 +502,48 @@ ENTRIES = (
     parity='5.5e-7',
   ),
   MethodInfo(
+    name='kfac',
+    category='adaptive',
+    factory=adaptive.kfac,
+    paper=paper(
+      'Optimizing Neural Networks with Kronecker-factored Approximate '
+      'Curvature',
+      'Martens & Grosse',
+      2015,
+      '1503.05671',
+    ),
+    reference=(
+      'curvlinops-for-pytorch KFACLinearOperator and '
+      'KFACInverseLinearOperator (factors and damped inverses, live, '
+      'tests/reference/kfac_test.py); a dense float64 Fisher from '
+      'per-example gradients'
+    ),
+    # Momentum; the Kronecker factors and their inverses are per layer
+    # (d_in^2 + d_out^2 each, twice), not parameter copies.
+    state_copies=1,
+    learning_rate=0.03,
+    invalid_kwargs=(
+      {'learning_rate': -1.0},
+      {'damping': 0.0},
+      {'factor_decay': 1.0},
+      {'inverse_every': 0},
+      {'inverse': 'cholesky'},
+      {'kl_clip': 0.0},
+      {'momentum': 1.0},
+      {'weight_decay': -1.0},
+    ),
+    static_args=('inverse_every', 'inverse'),
+    extra_args=('kfac_stats',),
+    deviations=(
+      'fixed damping, KL clipping and SGD momentum as the distributed '
+      'K-FAC codes (kfac_pytorch, DP-KFAC), not Martens & Grosse\'s '
+      'adaptive damping and quadratic-model learning rate and momentum; '
+      'empirical Fisher in the training loop (fisher=\'mc\' samples labels '
+      'in kfac_value_and_grad); parameters outside nnx.Linear/nnx.Conv '
+      'layers get the plain gradient'
+    ),
+  ),
+  MethodInfo(
     name='koala_m',
     category='adaptive',
     factory=adaptive.koala_m,

@@ -4,60 +4,29 @@ Per-example gradient norms from each layer's inputs and output gradients,
 without materializing a per-example gradient (Li et al., 2021; Bu et al.,
 2022), then ONE weighted backward pass of :math:`\sum_i c_i \ell_i`.
 
-How activations and output gradients are captured: the model is split into
-parameters and the rest and merged again inside the traced function (as the
-vmap path does), which gives fresh Python objects; on that private copy each
-supported layer's class is swapped for a subclass whose ``__call__`` records
-the layer's input and adds a zero *probe* to its output. The gradient of the
-summed loss with respect to the probes is, row by row, each example's output
-gradient. The user's model object and its class are never touched (no global
-monkeypatching, so it is safe under ``jax.jit`` and with other threads), and
-nothing needs the model's code to cooperate (Flax 0.12.8 has no
-``nnx.intercept_methods``; ``Module.perturb`` needs the model to call it).
+Activations and output gradients are captured by ``optax_zoo._src.layers``
+(a tapped private copy of the model with a zero probe on each layer's output;
+the gradient of the summed loss with respect to the probes is, row by row,
+each example's output gradient), the capture K-FAC uses too.
 
 Everything here is written for this package: jax-privacy and optax have no
-ghost clipping. Flax's ``canonicalize_padding`` and JAX's
-``lax.conv_general_dilated_patches`` (im2col) are used as they are.
+ghost clipping.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.nnx.nn.linear import canonicalize_padding
 
+from optax_zoo._src import layers
 from optax_zoo.privacy import _clipping
 
 __all__ = ['ghost_clipped_grad_sum', 'unsupported_layers']
-
-_SUPPORTED = (nnx.Linear, nnx.Conv)
-_PARAM_NAMES = ('kernel', 'bias')
-_TAPE = threading.local()
-
-
-def _layer_problem(module: nnx.Module) -> str | None:
-  """Why ghost clipping cannot handle this layer, or None."""
-  base = next((t for t in _SUPPORTED if isinstance(module, t)), None)
-  if base is None:
-    return 'not an nnx.Linear or nnx.Conv'
-  if type(module).__call__ is not base.__call__:
-    return f'{type(module).__name__} overrides {base.__name__}.__call__'
-  if base is nnx.Conv:
-    if module.feature_group_count != 1:
-      return 'feature_group_count != 1'
-    if module.mask is not None:
-      return 'a kernel mask'
-    padding = canonicalize_padding(module.padding, len(module.kernel_size))
-    if padding in ('CIRCULAR', 'REFLECT', 'CAUSAL'):
-      return f'padding {padding!r}'
-  return None
 
 
 def unsupported_layers(model: nnx.Module) -> list[str]:
@@ -68,110 +37,7 @@ def unsupported_layers(model: nnx.Module) -> list[str]:
   ``nnx.Conv`` (one feature group, no kernel mask, zero or 'SAME'/'VALID'
   padding).
   """
-  modules = dict(nnx.iter_modules(model))
-  problems = {}
-  for path, _ in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-    owner_path = tuple(path[:-1])
-    owner = modules.get(owner_path)
-    name = '.'.join(map(str, owner_path)) or '<root>'
-    if owner is None:
-      problem, kind = 'parameter outside a module', '?'
-    else:
-      problem, kind = _layer_problem(owner), type(owner).__name__
-      if problem is None and path[-1] not in _PARAM_NAMES:
-        problem = f'unknown parameter {path[-1]!r}'
-    if problem is not None:
-      problems[name] = f'{name} ({kind}): {problem}'
-  return sorted(problems.values())
-
-
-def _tapped_call(self, inputs, *args, **kwargs):
-  base = next(t for t in _SUPPORTED if isinstance(self, t))
-  out = base.__call__(self, inputs, *args, **kwargs)
-  tape = getattr(_TAPE, 'current', None)
-  if tape is None:
-    return out
-  return tape.record(self, inputs, out)
-
-
-@functools.cache
-def _tapped_class(cls: type) -> type:
-  return type(f'_Tapped{cls.__name__}', (cls,), {'__call__': _tapped_call})
-
-
-class _Tape:
-  """Records inputs and adds probes, per (layer path, call number)."""
-
-  def __init__(self, paths: dict[int, str], probes: dict | None):
-    self.paths = paths
-    self.probes = probes
-    self.inputs: dict[str, list] = {}
-    self.shapes: dict[str, list] = {}
-
-  def record(self, module, inputs, out):
-    path = self.paths[id(module)]
-    calls = self.inputs.setdefault(path, [])
-    self.shapes.setdefault(path, []).append(
-      jax.ShapeDtypeStruct(out.shape, out.dtype)
-    )
-    n = len(calls)
-    calls.append(inputs)
-    if self.probes is None:
-      return out
-    return out + self.probes[path][n].astype(out.dtype)
-
-
-@contextlib.contextmanager
-def _taping(tape):
-  prev = getattr(_TAPE, 'current', None)
-  _TAPE.current = tape
-  try:
-    yield tape
-  finally:
-    _TAPE.current = prev
-
-
-def _tapped_copy(graphdef, params, rest):
-  model = nnx.merge(graphdef, params, rest)
-  paths = {}
-  for path, module in nnx.iter_modules(model):
-    if isinstance(module, _SUPPORTED):
-      object.__setattr__(module, '__class__', _tapped_class(type(module)))
-      paths[id(module)] = '.'.join(map(str, path))
-  return model, paths
-
-
-def _flat_rows(x, trailing):
-  """(B, ..., trailing) -> (B, T, trailing)."""
-  return x.reshape(x.shape[0], -1, trailing)
-
-
-def _conv_patches(module, x):
-  """im2col of a stack (B, ...) of one layer's per-example inputs."""
-  k = module.kernel_size
-  nd = len(k)
-
-  def bcast(value):
-    value = 1 if value is None else value
-    return (value,) * nd if isinstance(value, int) else tuple(value)
-
-  b = x.shape[0]
-  lhs = x.reshape(-1, *x.shape[x.ndim - nd - 1 :])
-  spatial = 'DHW'[-nd:] if nd <= 3 else None
-  if spatial is None:
-    raise ValueError('ghost clipping supports 1-D to 3-D convolutions.')
-  spec = ('N' + spatial + 'C', spatial + 'IO', 'N' + spatial + 'C')
-  patches = jax.lax.conv_general_dilated_patches(
-    lhs,
-    filter_shape=k,
-    window_strides=bcast(module.strides),
-    padding=canonicalize_padding(module.padding, nd),
-    lhs_dilation=bcast(module.input_dilation),
-    rhs_dilation=bcast(module.kernel_dilation),
-    dimension_numbers=spec,
-    precision=jax.lax.Precision.HIGHEST,
-  )
-  return patches.reshape(b, -1, patches.shape[-1])
+  return layers.unsupported_layers(model)
 
 
 def _sq_norm_of_outer(a, g):
@@ -194,11 +60,8 @@ def _per_example_sq_norms(modules, inputs, out_grads):
   for path, calls in inputs.items():
     module = modules[path]
     grads = out_grads[path]
-    if isinstance(module, nnx.Conv):
-      a = [_conv_patches(module, x) for x in calls]
-    else:
-      a = [_flat_rows(x, x.shape[-1]) for x in calls]
-    g = [_flat_rows(y, y.shape[-1]) for y in grads]
+    a = layers.layer_rows(module, calls)
+    g = [layers.flat_rows(y, y.shape[-1]) for y in grads]
     for ai, gi in zip(a, g, strict=True):
       if ai.shape[1] != gi.shape[1]:
         raise ValueError(
@@ -223,8 +86,8 @@ def _ghost_chunk(graphdef, params, rest, loss_fn, batch, real, keys, c):
 
   # Shapes of every recorded layer output (per example), from a trace.
   def discover(example, *k):
-    model, paths = _tapped_copy(graphdef, params, rest)
-    with _taping(_Tape(paths, None)) as tape:
+    model, paths = layers.tapped_copy(graphdef, params, rest)
+    with layers.taping(layers.Tape(paths, None)) as tape:
       loss_fn(model, example, *k)
     return tape.shapes
 
@@ -244,8 +107,8 @@ def _ghost_chunk(graphdef, params, rest, loss_fn, batch, real, keys, c):
   }
 
   def per_example(probe, example, *k):
-    model, paths = _tapped_copy(graphdef, params, rest)
-    with _taping(_Tape(paths, probe)) as tape:
+    model, paths = layers.tapped_copy(graphdef, params, rest)
+    with layers.taping(layers.Tape(paths, probe)) as tape:
       loss = loss_fn(model, example, *k)
     return loss, tape.inputs
 
@@ -256,12 +119,8 @@ def _ghost_chunk(graphdef, params, rest, loss_fn, batch, real, keys, c):
     return jnp.sum(losses), inputs
 
   out_grads, inputs = jax.grad(summed, has_aux=True)(probes)
-  model, _ = _tapped_copy(graphdef, params, rest)
-  modules = {
-    '.'.join(map(str, p)): m
-    for p, m in nnx.iter_modules(model)
-    if isinstance(m, _SUPPORTED)
-  }
+  model, _ = layers.tapped_copy(graphdef, params, rest)
+  modules = layers.layer_modules(model)
   norms = jnp.sqrt(_per_example_sq_norms(modules, inputs, out_grads))
   finite = jnp.isfinite(norms)
   keep = real & finite

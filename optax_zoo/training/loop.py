@@ -9,8 +9,9 @@ program vmapped over a leading seed axis trains several seeds at once
 (`train_seeds`).
 
 Every transform gets the extra update arguments of
-``optax_zoo._src.extra_args`` (the batch loss ``value``, ``value_variance`` and
-``grad_fn``) and ignores those it does not take. Evaluation uses the weights
+``optax_zoo._src.extra_args`` (the batch loss ``value``, ``value_variance``,
+``grad_fn`` and K-FAC's layer statistics ``kfac_stats``) and ignores those
+it does not take. Evaluation uses the weights
 `optax_zoo.averaging.eval_params` finds in the optimizer state (for example
 SWA's average), with BatchNorm in eval mode; where those weights are not the
 trained ones and the model has BatchNorm, its statistics are first
@@ -37,6 +38,7 @@ from flax import nnx
 
 from optax_zoo._src import extra_args as extra_args_lib
 from optax_zoo._src import validation as v
+from optax_zoo.adaptive import kfac_layer_stats
 from optax_zoo.averaging import eval_params as find_eval_params
 from optax_zoo.training.data import Dataset
 
@@ -257,8 +259,11 @@ def make_train_fn(
   ``optax_zoo._src.extra_args.supply`` on the step's batch: ``value`` (the
   batch loss), ``value_variance`` (the mean squared per-example loss) and
   ``grad_fn`` (the batch gradient at other parameters, model state read
-  only). A plain transform is wrapped with `optax.with_extra_args_support`,
-  so it ignores them; unused, they cost nothing.
+  only), and ``kfac_stats`` (K-FAC's per-layer statistics of the batch, a
+  lazy function: one more forward and backward pass, traced only by a
+  method that calls it). A plain transform is wrapped with
+  `optax.with_extra_args_support`, so it ignores them; unused, they cost
+  nothing.
 
   Args:
     graphdef: the graph definition from ``nnx.split(model, nnx.Param, ...)``,
@@ -310,12 +315,18 @@ def make_train_fn(
       def example_losses(p, b):
         return per_example(nnx.merge(graphdef, p, rest, copy=True)(b[0]), b[1])
 
+      def kfac_stats():
+        return kfac_layer_stats(
+          graphdef, params, rest, lambda m: loss_fn(m(xb), yb)
+        )[3]
+
       extra = extra_args_lib.supply(
         None,
         example_losses,
         params,
         (xb, yb),
         losses=per_example(logits, yb),
+        kfac_stats_fn=kfac_stats,
       )
       updates, opt_state = tx.update(grads, opt_state, params, **extra)
       return (optax.apply_updates(params, updates), new_rest, opt_state), loss
