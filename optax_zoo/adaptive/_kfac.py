@@ -58,11 +58,15 @@ __all__ = [
   'KFACLayerStats',
   'KFACState',
   'kfac',
+  'kfac_check_stats',
   'kfac_factors',
+  'kfac_init',
   'kfac_inverses',
   'kfac_layer_stats',
   'kfac_layers',
   'kfac_precondition',
+  'kfac_precondition_updates',
+  'kfac_running_factors',
   'kfac_value_and_grad',
   'scale_by_kfac',
 ]
@@ -460,10 +464,6 @@ def check_kfac_args(damping, factor_decay, inverse_every, inverse, kl_clip):
     v.check_positive('kl_clip', kl_clip)
 
 
-def _resolve_stats(kfac_stats):
-  return kfac_stats() if callable(kfac_stats) else kfac_stats
-
-
 def scale_by_kfac(
   *,
   damping: jax.typing.ArrayLike = 1e-3,
@@ -540,109 +540,139 @@ def scale_by_kfac(
   v.check_learning_rate(learning_rate, allow_none=True)
 
   def init_fn(params):
-    layers = kfac_layers(params)
-    factors, inverses = {}, {}
-    for name, layer in layers.items():
-      d_a, d_g = layer.dims
-      factors[name] = (
-        jnp.zeros((d_a, d_a), jnp.float32),
-        jnp.zeros((d_g, d_g), jnp.float32),
-      )
-      if inverse == 'pi':
-        inverses[name] = (
-          jnp.eye(d_a, dtype=jnp.float32),
-          jnp.eye(d_g, dtype=jnp.float32),
-        )
-      else:
-        inverses[name] = (
-          jnp.eye(d_a, dtype=jnp.float32),
-          jnp.zeros((d_a,), jnp.float32),
-          jnp.eye(d_g, dtype=jnp.float32),
-          jnp.zeros((d_g,), jnp.float32),
-        )
-    return KFACState(jnp.zeros([], jnp.int32), factors, inverses)
+    return kfac_init(params, inverse)
 
   def update_fn(updates, state, params=None, *, kfac_stats=None, **extra):
     del extra
     layers = kfac_layers(updates)
     if not layers:
-      return updates, KFACState(
-        optax.safe_increment(state.count), state.factors, state.inverses
-      )
-    if kfac_stats is None:
-      raise ValueError(
-        'scale_by_kfac needs the extra update argument `kfac_stats` (from '
-        '`kfac_value_and_grad` or `kfac_layer_stats`) for the layers '
-        f'{sorted(layers)}.'
-      )
-    stats = _resolve_stats(kfac_stats)
-    _check_stats(stats, layers)
-    batch = kfac_factors(stats)
+      return updates, state._replace(count=optax.safe_increment(state.count))
+    stats = kfac_check_stats(kfac_stats, layers)
     count = state.count
-    eps = jnp.minimum(1.0 - 1.0 / (count + 1.0), factor_decay)
-    factors = dict(state.factors)
-    for name, (ba, bg) in batch.items():
-      a, g = state.factors[name]
-      factors[name] = (eps * a + (1 - eps) * ba, eps * g + (1 - eps) * bg)
-    covered = {n: factors[n] for n in batch}
-    old_inv = {n: state.inverses[n] for n in batch}
+    factors = kfac_running_factors(
+      state.factors, kfac_factors(stats), count, factor_decay
+    )
+    covered = {n: factors[n] for n in stats}
+    old_inv = {n: state.inverses[n] for n in stats}
     new_inv = jax.lax.cond(
       count % inverse_every == 0,
       lambda f: kfac_inverses(f, damping, inverse),
       lambda f: old_inv,
       covered,
     )
-    inverses = {**state.inverses, **new_inv}
-    out, leaves = precondition_tree(
-      updates, {n: layers[n] for n in batch}, new_inv, damping, inverse
+    new = kfac_precondition_updates(
+      updates,
+      {n: layers[n] for n in stats},
+      lambda name, rows: kfac_precondition(
+        rows, new_inv[name], damping, inverse
+      ),
+      kl_clip=kl_clip,
+      learning_rate=_at(learning_rate, count),
     )
-    if kl_clip is not None:
-      lr = learning_rate(count) if callable(learning_rate) else learning_rate
-      nu = kl_clip_factor(out, leaves, batch.keys(), layers, kl_clip, lr)
-      scaled = _layer_leaf_paths(layers, batch)
-      out = {p: x * nu if p in scaled else x for p, x in out.items()}
-    new = _rebuild(updates, out)
+    inverses = {**state.inverses, **new_inv}
     return new, KFACState(optax.safe_increment(count), factors, inverses)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _layer_leaf_paths(layers, names):
-  paths = set()
-  for n in names:
-    paths.add(layers[n].kernel)
-    if layers[n].bias is not None:
-      paths.add(layers[n].bias)
-  return paths
+def _at(learning_rate, count):
+  return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
-def precondition_tree(updates, layers, inverses, damping, inverse):
-  """Preconditions ``layers`` of ``updates`` (by leaf path).
+def kfac_init(params: Any, inverse: str = 'pi') -> KFACState:
+  """`KFACState` at step 0: zero factors, identity inverses per layer."""
+  v.check_choice('inverse', inverse, INVERSE_MODES)
+  factors, inverses = {}, {}
+  for name, layer in kfac_layers(params).items():
+    d_a, d_g = layer.dims
+    eye_a = jnp.eye(d_a, dtype=jnp.float32)
+    eye_g = jnp.eye(d_g, dtype=jnp.float32)
+    factors[name] = (jnp.zeros_like(eye_a), jnp.zeros_like(eye_g))
+    if inverse == 'pi':
+      inverses[name] = (eye_a, eye_g)
+    else:
+      inverses[name] = (
+        eye_a,
+        jnp.zeros((d_a,), jnp.float32),
+        eye_g,
+        jnp.zeros((d_g,), jnp.float32),
+      )
+  return KFACState(jnp.zeros([], jnp.int32), factors, inverses)
 
-  Returns ``(out, leaves)``: ``out`` maps every leaf path to its new value
-  (the others unchanged), ``leaves`` to the incoming value.
+
+def kfac_check_stats(
+  kfac_stats: Any, layers: Mapping[str, KFACLayer]
+) -> dict[str, KFACLayerStats]:
+  """``kfac_stats`` (a mapping or a function returning one), checked.
+
+  Raises:
+    ValueError: if it is None, names a layer not in ``layers``, or has
+      factor sizes the layer's parameters do not have.
+  """
+  if kfac_stats is None:
+    raise ValueError(
+      'K-FAC needs the extra update argument `kfac_stats` (from '
+      '`kfac_value_and_grad` or `kfac_layer_stats`) for the layers '
+      f'{sorted(layers)}.'
+    )
+  stats = kfac_stats() if callable(kfac_stats) else kfac_stats
+  _check_stats(stats, layers)
+  return dict(stats)
+
+
+def kfac_running_factors(
+  factors: Mapping[str, tuple[jax.Array, jax.Array]],
+  batch: Mapping[str, tuple[jax.Array, jax.Array]],
+  count: jax.Array,
+  factor_decay: Any,
+) -> dict[str, tuple[jax.Array, jax.Array]]:
+  r"""The running averages with ``batch`` folded in at step ``count``.
+
+  :math:`\epsilon = \min(1 - 1/(k+1), \rho)` (the first step takes the
+  batch's factors); layers not in ``batch`` keep their factors.
+  """
+  eps = jnp.minimum(1.0 - 1.0 / (count + 1.0), factor_decay)
+  out = dict(factors)
+  for name, (ba, bg) in batch.items():
+    a, g = factors[name]
+    out[name] = (eps * a + (1 - eps) * ba, eps * g + (1 - eps) * bg)
+  return out
+
+
+def kfac_precondition_updates(
+  updates: Any,
+  layers: Mapping[str, KFACLayer],
+  precondition_fn: Callable[[str, jax.Array], jax.Array],
+  *,
+  kl_clip: Any = None,
+  learning_rate: Any = None,
+  combine_fn: Callable[[dict], dict] | None = None,
+) -> Any:
+  r"""Preconditions the ``layers`` of ``updates``; the rest pass through.
+
+  Each layer's gradient rows :math:`M` (``(d_A, d_G)``: kernel rows, then
+  the bias) become ``precondition_fn(name, M)``; ``combine_fn`` (if given)
+  maps the dict of preconditioned rows by layer name to the final one (a
+  distributed variant sums the owners' rows across workers there). With
+  ``kl_clip`` the preconditioned layers are scaled by :math:`\nu =
+  \min(1, \sqrt{\kappa / (\eta^2 \sum_l \langle \Delta_l, M_l
+  \rangle)})`.
   """
   leaves = dict(_param_paths(updates))
+  rows = {name: _rows(layer, leaves) for name, layer in layers.items()}
+  pre = {name: precondition_fn(name, m) for name, m in rows.items()}
+  if combine_fn is not None:
+    pre = combine_fn(pre)
+  if kl_clip is not None:
+    vg = sum(jnp.sum(pre[n] * rows[n]) for n in pre)
+    lr = jnp.asarray(learning_rate, jnp.float32)
+    denom = jnp.maximum(jnp.abs(vg) * lr * lr, 1e-30)
+    nu = jnp.minimum(1.0, jnp.sqrt(kl_clip / denom))
+    pre = {n: x * nu for n, x in pre.items()}
   out = dict(leaves)
   for name, layer in layers.items():
-    rows = kfac_precondition(
-      _rows(layer, leaves), inverses[name], damping, inverse
-    )
-    _unrows(layer, rows, out, leaves)
-  return out, leaves
-
-
-def kl_clip_factor(out, leaves, names, layers, kl_clip, learning_rate):
-  r""":math:`\nu = \min(1, \sqrt{\kappa / (\eta^2 \sum_l \langle \Delta_l,
-  M_l \rangle)})` over the preconditioned layers ``names``."""
-  vg = 0.0
-  for p in _layer_leaf_paths(layers, names):
-    vg = vg + jnp.sum(
-      out[p].astype(jnp.float32) * leaves[p].astype(jnp.float32)
-    )
-  lr = jnp.asarray(learning_rate, jnp.float32)
-  denom = jnp.abs(vg) * lr * lr
-  return jnp.minimum(1.0, jnp.sqrt(kl_clip / jnp.maximum(denom, 1e-30)))
+    _unrows(layer, pre[name], out, leaves)
+  return _rebuild(updates, out)
 
 
 def _rebuild(updates, by_path):

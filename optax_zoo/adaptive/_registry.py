@@ -536,9 +536,9 @@ ENTRIES = (
     extra_args=('kfac_stats',),
     deviations=(
       'fixed damping, KL clipping and SGD momentum as the distributed '
-      'K-FAC codes (kfac_pytorch, DP-KFAC), not Martens & Grosse\'s '
+      "K-FAC codes (kfac_pytorch, DP-KFAC), not Martens & Grosse's "
       'adaptive damping and quadratic-model learning rate and momentum; '
-      'empirical Fisher in the training loop (fisher=\'mc\' samples labels '
+      "empirical Fisher in the training loop (fisher='mc' samples labels "
       'in kfac_value_and_grad); parameters outside nnx.Linear/nnx.Conv '
       'layers get the plain gradient'
     ),
