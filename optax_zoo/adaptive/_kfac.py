@@ -365,10 +365,39 @@ def _pi(big_a, big_g):
   return jnp.where(ok, jnp.sqrt(ta / jnp.where(ok, tg, 1.0)), 1.0)
 
 
+def _one_at_a_time(fn):
+  """``fn`` (a LAPACK-backed factorization) mapped, not batched, by vmap.
+
+  jaxlib 0.10.2's batched CPU Cholesky and eigh kernels can deadlock when
+  several of different sizes run in one ``lax.scan`` under `jax.vmap`
+  (``train_seeds`` hung with no CPU use; a 5-line repro: vmap of a scan
+  inverting a 97x97 and a 513x513 matrix). Mapping the batch with
+  ``lax.map`` calls the unbatched kernel once per element, which does not.
+  """
+  fn = jax.custom_batching.custom_vmap(fn)
+
+  @fn.def_vmap
+  def _rule(axis_size, in_batched, *args):
+    args = tuple(
+      a if b else jnp.broadcast_to(a, (axis_size, *jnp.shape(a)))
+      for a, b in zip(args, in_batched, strict=True)
+    )
+    out = jax.lax.map(lambda xs: fn(*xs), args)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return fn
+
+
+@_one_at_a_time
 def _damped_inverse(m, damping):
   eye = jnp.eye(m.shape[0], dtype=m.dtype)
   chol = jax.scipy.linalg.cho_factor(m + damping * eye, lower=True)
   return jax.scipy.linalg.cho_solve(chol, eye)
+
+
+@_one_at_a_time
+def _eigh(m):
+  return jnp.linalg.eigh(m)
 
 
 def kfac_inverses(
@@ -393,8 +422,8 @@ def kfac_inverses(
         _damped_inverse(big_g, root / pi),
       )
     else:
-      ea, qa = jnp.linalg.eigh(big_a)
-      eg, qg = jnp.linalg.eigh(big_g)
+      ea, qa = _eigh(big_a)
+      eg, qg = _eigh(big_g)
       out[name] = (qa, jnp.maximum(ea, 0.0), qg, jnp.maximum(eg, 0.0))
   return out
 
