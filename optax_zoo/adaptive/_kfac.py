@@ -251,8 +251,17 @@ def kfac_layer_stats(
 
   jax.eval_shape(lambda p: run(p, None)[0], params)
   shapes = box['shapes']
+  # Zeros that vary like the batch: under `jax.shard_map` a probe created
+  # as a constant is replicated, and its gradient would come back summed
+  # over the workers instead of each worker's own.
+  ref = next(iter(jax.tree.leaves(args)), None)
+  zero = (
+    jnp.zeros([], jnp.float32)
+    if ref is None
+    else jnp.zeros_like(jnp.ravel(ref)[:1], jnp.float32).reshape(())
+  )
   probes = {
-    path: [jnp.zeros(s.shape, s.dtype) for s in calls]
+    path: [jnp.broadcast_to(zero, s.shape).astype(s.dtype) for s in calls]
     for path, calls in shapes.items()
   }
   out, vjp_fn, (inputs, new_rest) = jax.vjp(run, params, probes, has_aux=True)

@@ -60,6 +60,14 @@ from optax_zoo.distributed._gossip import (
   gossip,
   worker_mean,
 )
+from optax_zoo.distributed._kfac import (
+  dkfac,
+  dp_kfac,
+  kfac_assignment,
+  kfac_wire_floats,
+  scale_by_dkfac,
+  scale_by_dp_kfac,
+)
 from optax_zoo.distributed._mesh import (
   init_on_workers,
   place_on_mesh,
@@ -115,6 +123,8 @@ __all__ = [
   'compressed_mean',
   'consensus_distance',
   'dirichlet_split',
+  'dkfac',
+  'dp_kfac',
   'error_feedback',
   'exponential',
   'fedavg',
@@ -125,6 +135,8 @@ __all__ = [
   'identity_compressor',
   'information_bits',
   'init_on_workers',
+  'kfac_assignment',
+  'kfac_wire_floats',
   'natural_compression',
   'natural_compressor',
   'natural_dithering',
@@ -137,6 +149,8 @@ __all__ = [
   'replicate_on_mesh',
   'ring',
   'scale_by_adacomp',
+  'scale_by_dkfac',
+  'scale_by_dp_kfac',
   'shard_workers',
   'simulated_step_time',
   'summarize_collectives',
