@@ -30,6 +30,11 @@ TINY = {
     {'adaptive_batch_rule': ['steps', 'seeds', 'runs']},
     False,
   ),
+  'adaptive.kfac_large_batch': (
+    '--models mlp --steps 2 --seeds 1 --rates 0.1 --batch-size 64',
+    {'adaptive_kfac_large_batch': ['steps', 'seeds', 'runs']},
+    True,
+  ),
   'adaptive.leaderboard': (
     '--methods adam --models mlp --steps 2 --seeds 2',
     {'adaptive_leaderboard': ['steps', 'seeds', 'runs']},
