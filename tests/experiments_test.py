@@ -229,6 +229,11 @@ TINY = {
     {'hessian_vs_pyhessian': ['pyhessian', 'power', 'lanczos', 'config']},
     False,
   ),
+  'perf.kfac_distributed': (
+    '--devices 2 --width 32 --batch 8 --repeats 1 --steps 1',
+    {'perf_kfac_distributed': ['config', 'machine', 'measured']},
+    False,
+  ),
   'perf.mesh_throughput': (
     '--devices 4 --width 16 --batch 8 --steps 1 --repeats 1',
     {'perf_mesh': ['config', 'machine', 'setting', 'measured']},
