@@ -11,14 +11,15 @@ refreshed every step (``inverse_every=1``: every step is a second-order
 update, the unit of the paper's comparison). Per worker, for D-KFAC
 (`optax_zoo.dkfac`) and DP-KFAC (`optax_zoo.dp_kfac`):
 
-- factor FLOPs: building the factors, 2 n (d_A^2 + d_G^2) per layer for n
-  rows, plus inverting them, (d_A^3 + d_G^3) per layer (Cholesky and
-  triangular solves, constant factors dropped); D-KFAC: all layers on every
-  worker; DP-KFAC: the busiest worker's assigned layers;
+- factor FLOPs (`optax_zoo.kfac_worker_costs`): building the factors,
+  2 n (d_A^2 + d_G^2) per layer for n rows, plus inverting them, (d_A^3 +
+  d_G^3) per layer (Cholesky and triangular solves, constant factors
+  dropped); D-KFAC: all layers on every worker; DP-KFAC: the busiest
+  worker's assigned layers;
 - wire bytes: read from the lowered program (`optax_zoo.wire_bytes`);
-- factor memory: the factor and inverse bytes the state holds per worker,
-  and what DP-KFAC would hold if each worker kept only its own layers (not
-  implemented: every worker's state has every layer);
+- factor memory: the factor and inverse bytes the optimizer state holds
+  per worker (DP-KFAC packs only the worker's own layers, padded to the
+  largest share), checked against `optax_zoo.kfac_worker_costs`;
 - step time: median over repeats (8 XLA host devices sharing the machine's
   cores: indicative of compute, not of a network).
 
@@ -84,32 +85,27 @@ def measure(args) -> dict[str, Any]:
     'assignment': assignment,
   }
 
-  def cost(name):
-    d_a, d_g = kfac_layers[name].dims
-    return 2 * args.batch * (d_a**2 + d_g**2) + d_a**3 + d_g**3
-
-  def mem(name):
-    d_a, d_g = kfac_layers[name].dims
-    return 2 * 4 * (d_a**2 + d_g**2)  # factors and inverses, float32
-
-  loads = [
-    sum(cost(k) for k in assignment if assignment[k] == i) for i in range(n)
-  ]
-  owned = [
-    sum(mem(k) for k in assignment if assignment[k] == i) for i in range(n)
-  ]
-  out['factor_flops'] = {
-    'dkfac': float(sum(cost(k) for k in kfac_layers)),
-    'dp_kfac': float(max(loads)),
+  costs = {
+    variant: optax_zoo.kfac_worker_costs(
+      params,
+      variant,
+      n,
+      rows=args.batch,
+      inverse_every=1,
+      assignment=assignment if variant == 'dp_kfac' else None,
+    )
+    for variant in VARIANTS
   }
-  out['factor_memory_bytes'] = {
-    'dkfac': float(sum(mem(k) for k in kfac_layers)),
-    'dp_kfac_as_stored': float(sum(mem(k) for k in kfac_layers)),
-    'dp_kfac_owned_only': float(max(owned)),
+  # The busiest worker bounds the step.
+  out['factor_flops'] = {k: float(max(c.flops(1))) for k, c in costs.items()}
+  out['factor_memory_bytes'] = {}
+  out['factor_memory_model_bytes'] = {
+    k: float(4 * max(c.factor_floats)) for k, c in costs.items()
   }
   out['ms_per_step'], out['wire_bytes'] = {}, {}
   for variant in VARIANTS:
-    tx = getattr(optax_zoo, variant)(0.1, ax, inverse_every=1)
+    kw = {'assignment': assignment} if variant == 'dp_kfac' else {}
+    tx = getattr(optax_zoo, variant)(0.1, ax, inverse_every=1, **kw)
 
     def local(p, s, x, y, tx=tx):
       p = jax.lax.pcast(p, ax, to='varying')
@@ -118,6 +114,18 @@ def measure(args) -> dict[str, Any]:
       return optax.apply_updates(p, u), s
 
     state = jax.vmap(lambda _, tx=tx: tx.init(params))(jnp.arange(n))
+    # The factor and inverse buffers the state holds, per worker (the
+    # preconditioner's state is the chain's first: count, factors,
+    # inverses).
+    out['factor_memory_bytes'][variant] = float(
+      sum(a.nbytes for a in jax.tree.leaves(state[0][1:])) / n
+    )
+    model_bytes = out['factor_memory_model_bytes'][variant]
+    if out['factor_memory_bytes'][variant] != model_bytes:
+      raise RuntimeError(
+        f'{variant}: the state holds {out["factor_memory_bytes"][variant]} '
+        f'factor bytes per worker, kfac_worker_costs says {model_bytes}.'
+      )
     specs = jax.tree.map(lambda _: P(ax), state)
 
     # The new parameters leave per worker (equal on all), so the program
@@ -166,15 +174,11 @@ def table(result: dict[str, Any]) -> str:
     f'| wire bytes | {m["wire_bytes"]["dkfac"]:,.0f} | '
     f'{m["wire_bytes"]["dp_kfac"]:,.0f} | '
     f'{ratio(m["wire_bytes"], "dkfac", "dp_kfac"):.2f} | 2.79-3.15 |',
-    f'| factor memory as stored | '
+    f'| factor memory (bytes of state) | '
     f'{m["factor_memory_bytes"]["dkfac"]:,.0f} | '
-    f'{m["factor_memory_bytes"]["dp_kfac_as_stored"]:,.0f} | 1.00 | '
+    f'{m["factor_memory_bytes"]["dp_kfac"]:,.0f} | '
+    f'{ratio(m["factor_memory_bytes"], "dkfac", "dp_kfac"):.2f} | '
     '1.14-1.47 |',
-    f'| factor memory, owned layers only (not implemented) | '
-    f'{m["factor_memory_bytes"]["dkfac"]:,.0f} | '
-    f'{m["factor_memory_bytes"]["dp_kfac_owned_only"]:,.0f} | '
-    f'{ratio(m["factor_memory_bytes"], "dkfac", "dp_kfac_owned_only"):.2f}'
-    ' | 1.14-1.47 |',
     f'| step time (ms, shared CPU) | {m["ms_per_step"]["dkfac"]:.2f} | '
     f'{m["ms_per_step"]["dp_kfac"]:.2f} | '
     f'{ratio(m["ms_per_step"], "dkfac", "dp_kfac"):.2f} | - |',

@@ -1,4 +1,8 @@
-"""D-KFAC and DP-KFAC against single-device K-FAC (workers by jax.vmap)."""
+"""D-KFAC and DP-KFAC against single-device K-FAC (workers by jax.vmap).
+
+The 8-device ``jax.shard_map`` checks and the bytes on the wire are in
+kfac_mesh_test.py.
+"""
 
 import functools
 
@@ -8,6 +12,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 import optax_zoo
 
@@ -44,14 +50,18 @@ def _grads_stats(params, x, y):
   return g, stats
 
 
-def _single(tx, steps):
-  _, params, _, xs, ys = _setup()
+def _single_run(tx, steps, params):
+  _, _, _, xs, ys = _setup()
   state = tx.init(params)
   for i in range(steps):
     g, stats = _grads_stats(params, xs[i], ys[i])
     u, state = tx.update(g, state, params, kfac_stats=stats)
     params = optax.apply_updates(params, u)
   return params
+
+
+def _single(tx, steps):
+  return jax.jit(functools.partial(_single_run, tx, steps))(_setup()[1])
 
 
 def _workers(tx, steps, same_data=False):
@@ -117,21 +127,23 @@ def test_dp_kfac_equals_kfac_with_the_same_data_and_differs_without():
   assert u @ v / (np.linalg.norm(u) * np.linalg.norm(v)) > 0.5
 
 
-def test_one_worker_axis_is_scale_by_kfac():
-  _, params, _, xs, ys = _setup()
-  g, stats = _grads_stats(params, xs[0], ys[0])
-  want, _ = optax_zoo.scale_by_kfac(damping=1e-2).update(
-    g, optax_zoo.scale_by_kfac().init(params), params, kfac_stats=stats
-  )
+@pytest.mark.parametrize('inverse', ['pi', 'eigen'])
+def test_one_worker_axis_is_scale_by_kfac(inverse):
+  kw = dict(_KW, inverse=inverse)
+  want = _single(optax_zoo.scale_by_kfac(learning_rate=0.5, **kw), 3)
+  mesh = jax.make_mesh((1,), ('w',), axis_types=(AxisType.Auto,))
   for scale in (optax_zoo.scale_by_dkfac, optax_zoo.scale_by_dp_kfac):
-    tx = scale('w', damping=1e-2)
-
-    def one(g, stats, tx=tx):
-      return tx.update(g, tx.init(params), params, kfac_stats=stats)[0]
-
-    add = lambda t: jax.tree.map(lambda a: a[None], t)
-    got = jax.vmap(one, axis_name='w')(add(g), add(stats))
-    _close(jax.tree.map(lambda a: a[0], got), want, 1e-6)
+    tx = scale('w', learning_rate=0.5, **kw)
+    # The same math; XLA compiles the two programs' fusions differently,
+    # so they agree to float32 roundoff (about 1 ulp measured), not bits.
+    got = jax.shard_map(
+      functools.partial(_single_run, tx, 3),
+      mesh=mesh,
+      in_specs=P(),
+      out_specs=P(),
+      check_vma=False,
+    )
+    _close(jax.jit(got)(_setup()[1]), want, 1e-6)
 
 
 def test_assignment_is_balanced_and_covers_every_layer_once():
@@ -155,6 +167,47 @@ def test_assignment_is_balanced_and_covers_every_layer_once():
     assert max(loads) <= 4 / 3 * max(total / workers, biggest) + 1e-6
 
 
+def test_dp_kfac_state_holds_only_the_owned_layers():
+  _, params, _, xs, ys = _setup()
+  layers = optax_zoo.kfac_layers(params)
+  assignment = {'conv': 0, 'hidden': 1, 'out': 1}
+  tx = optax_zoo.scale_by_dp_kfac('w', assignment=assignment, damping=1e-2)
+  state = jax.vmap(tx.init, axis_name='w', axis_size=2)(
+    jax.tree.map(lambda a: jnp.stack([a, a]), params)
+  )
+  sq = lambda n: sum(d * d for d in layers[n].dims)
+  # Worker 1's share (hidden, out) is the larger; worker 0's is padded.
+  share = max(sq('conv'), sq('hidden') + sq('out'))
+  assert state.factors.shape == state.inverses.shape == (2, share)
+  full = sum(
+    x.size
+    for x in jax.tree.leaves(
+      optax_zoo.scale_by_dkfac('w').init(params)[1:]  # factors, inverses
+    )
+  )
+  assert 2 * share < full
+  costs = optax_zoo.kfac_worker_costs(
+    params, 'dp_kfac', 2, rows=6, assignment=assignment
+  )
+  assert costs.factor_floats == (2 * share, 2 * share)
+  d_costs = optax_zoo.kfac_worker_costs(params, 'dkfac', 2, rows=6)
+  assert d_costs.factor_floats == (full, full)
+  assert sum(costs.build_flops) == d_costs.build_flops[0]
+  assert costs.build_flops[0] == 2 * 6 * sq('conv')
+
+  # The owned layers' slots hold their factors after a step; the padding
+  # of worker 0 stays zero.
+  def step(x, y):
+    g, stats = _grads_stats(params, x, y)
+    return tx.update(g, tx.init(params), params, kfac_stats=stats)[1]
+
+  split = lambda a: a.reshape(2, -1, *a.shape[1:])
+  new = jax.jit(jax.vmap(step, axis_name='w'))(split(xs[0]), split(ys[0]))
+  assert np.all(new.factors[0, sq('conv') :] == 0)
+  assert np.count_nonzero(new.factors[0, : sq('conv')]) > 0
+  assert np.count_nonzero(new.factors[1]) > 0
+
+
 def test_bad_input_raises():
   with pytest.raises(ValueError, match='`axis_name`'):
     optax_zoo.scale_by_dkfac(None)
@@ -162,6 +215,8 @@ def test_bad_input_raises():
     optax_zoo.scale_by_dp_kfac('w', damping=0.0)
   with pytest.raises(ValueError, match='`num_workers`'):
     optax_zoo.kfac_assignment({}, 0)
+  with pytest.raises(ValueError, match='`rows`'):
+    optax_zoo.kfac_assignment({}, 2, rows=0)
   with pytest.raises(ValueError, match="`assignment\\['a'\\]`"):
     optax_zoo.scale_by_dp_kfac('w', assignment={'a': -1})
   _, params, _, xs, ys = _setup()
@@ -169,6 +224,8 @@ def test_bad_input_raises():
   tx = optax_zoo.scale_by_dkfac('w')
   with pytest.raises(ValueError, match='not bound'):
     tx.update(g, tx.init(params), params, kfac_stats=stats)
+  with pytest.raises(ValueError, match='not bound'):
+    optax_zoo.scale_by_dp_kfac('w').init(params)
   add = lambda t: jax.tree.map(lambda a: a[None], t)
   for assignment, match in (
     ({'conv': 0, 'hidden': 0}, 'missing'),
@@ -181,3 +238,12 @@ def test_bad_input_raises():
         lambda g, s, tx=tx: tx.update(g, tx.init(params), params, kfac_stats=s),
         axis_name='w',
       )(add(g), add(stats))
+  # A state built for another axis size does not fit the layout.
+  tx = optax_zoo.scale_by_dp_kfac('w')
+  state = jax.vmap(tx.init, axis_name='w', axis_size=2)(
+    jax.tree.map(lambda a: jnp.stack([a, a]), params)
+  )
+  with pytest.raises(ValueError, match='does not match the assignment'):
+    jax.vmap(
+      lambda g, s, st: tx.update(g, st, params, kfac_stats=s), axis_name='w'
+    )(add(g), add(stats), add(jax.tree.map(lambda a: a[0], state)))
