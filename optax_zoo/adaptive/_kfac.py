@@ -729,11 +729,12 @@ def kfac(
   inverse: str = 'pi',
   kl_clip: jax.typing.ArrayLike | None = 1e-3,
   weight_decay: jax.typing.ArrayLike = 0.0,
+  mask: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""K-FAC with KL clipping, SGD momentum and the learning rate.
 
   ``chain(scale_by_kfac(..., kl_clip, learning_rate), add_decayed_weights(
-  weight_decay), trace(momentum), scale_by_learning_rate(learning_rate))``:
+  weight_decay, mask), trace(momentum), scale_by_learning_rate(learning_rate))``:
   the update of kfac_pytorch and DP-KFAC's reference code (the weight
   decay is added after preconditioning, as torch's SGD does).
 
@@ -743,6 +744,8 @@ def kfac(
     damping, factor_decay, inverse_every, inverse, kl_clip: as in
       `scale_by_kfac` (``kl_clip=None`` turns clipping off).
     weight_decay: L2 coefficient >= 0 (coupled, after preconditioning).
+    mask: pytree or callable selecting the parameters that decay (None:
+      all), as in `optax.add_decayed_weights`.
 
   Returns:
     An optax transformation taking the extra argument ``kfac_stats`` (see
@@ -783,7 +786,7 @@ def kfac(
       kl_clip=kl_clip,
       learning_rate=learning_rate if kl_clip is not None else None,
     ),
-    optax.add_decayed_weights(weight_decay),
+    optax.add_decayed_weights(weight_decay, mask),
     optax.trace(decay=momentum),
     optax.scale_by_learning_rate(learning_rate),
   )
