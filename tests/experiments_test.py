@@ -234,6 +234,11 @@ TINY = {
     {'perf_kfac_distributed': ['config', 'machine', 'measured']},
     False,
   ),
+  'perf.kfac_step_time': (
+    '--models mlp --batch 16 --repeats 1 --steps 10',
+    {'perf_kfac_step_time': ['config', 'machine', 'models']},
+    False,
+  ),
   'perf.mesh_throughput': (
     '--devices 4 --width 16 --batch 8 --steps 1 --repeats 1',
     {'perf_mesh': ['config', 'machine', 'setting', 'measured']},
