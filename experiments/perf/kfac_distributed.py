@@ -131,9 +131,9 @@ def measure(args) -> dict[str, Any]:
     # The new parameters leave per worker (equal on all), so the program
     # has no collective beyond the method's own.
     def local_state(p, s, x, y, local=local):
-      s = jax.tree.map(lambda a: a[0], s)
+      s = jax.tree.map(lambda t: t[0], s)
       p, s = local(p, s, x, y)
-      return jax.tree.map(lambda a: a[None], (p, s))
+      return jax.tree.map(lambda t: t[None], (p, s))
 
     step = jax.jit(
       jax.shard_map(

@@ -733,8 +733,9 @@ def kfac(
 ) -> optax.GradientTransformationExtraArgs:
   r"""K-FAC with KL clipping, SGD momentum and the learning rate.
 
-  ``chain(scale_by_kfac(..., kl_clip, learning_rate), add_decayed_weights(
-  weight_decay, mask), trace(momentum), scale_by_learning_rate(learning_rate))``:
+  ``chain(scale_by_kfac(..., kl_clip, learning_rate),
+  add_decayed_weights(weight_decay, mask), trace(momentum),
+  scale_by_learning_rate(learning_rate))``:
   the update of kfac_pytorch and DP-KFAC's reference code (the weight
   decay is added after preconditioning, as torch's SGD does).
 
