@@ -56,3 +56,19 @@ def _compile_fast(request):
   jax.config.update('jax_disable_most_optimizations', True)
   yield
   jax.config.update('jax_disable_most_optimizations', previous)
+
+
+def pytest_collection_modifyitems(config, items):
+  """One pytest-xdist group per method of tests/common_test.py.
+
+  The common tests share each method's compiled programs within a worker
+  (see that file); with ``--dist loadgroup`` (pyproject.toml's addopts) a
+  method's tests run on one worker, so each program compiles once.
+  """
+  del config
+  for item in items:
+    callspec = getattr(item, 'callspec', None)
+    if item.path.name == 'common_test.py' and callspec is not None:
+      name = callspec.params.get('name')
+      if name is not None:
+        item.add_marker(pytest.mark.xdist_group(f'common-{name}'))

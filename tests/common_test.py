@@ -119,20 +119,56 @@ def _extra(name, params):
   return tu.loss_extra_args(_info(name).extra_args, _toy_loss, params)
 
 
+# Compiling, not running, is what the common tests cost: the default
+# transform of each method, its jitted update and its first steps are built
+# once per worker and shared by the tests (conftest.py groups a method's
+# tests on one pytest-xdist worker). Transforms are pure, so sharing them
+# cannot leak state between tests; the arrays are immutable.
+_JITTED: dict = {}
+
+
 def _jit_update(name, tx, names=()):
   """``tx.update`` under jit, given the extra arguments of ``names``.
 
   The arguments are built inside the jitted function: ``grad_fn`` is a
-  function, not an array, so it cannot be passed in.
+  function, not an array, so it cannot be passed in. One jitted function
+  per (method, transform, names), so a transform compiles once per
+  signature.
   """
-  names = _info(name).extra_args if names == () else names
+  key = (name, _num_replicas, tx, names)
+  if key not in _JITTED:
+    extra_names = _info(name).extra_args if names == () else names
 
-  @jax.jit
-  def update(grads, state, params):
-    extra = tu.loss_extra_args(names, _toy_loss, params)
-    return tx.update(grads, state, params, **extra)
+    @jax.jit
+    def update(grads, state, params):
+      extra = tu.loss_extra_args(extra_names, _toy_loss, params)
+      return tx.update(grads, state, params, **extra)
 
-  return update
+    _JITTED[key] = update
+  return _JITTED[key]
+
+
+@functools.cache
+def _default_tx(name, num_replicas):
+  del num_replicas  # part of the key: `_info` reads it
+  return _info(name).build()
+
+
+def _tx(name):
+  """The method at its registered hyperparameters, one object per method."""
+  return _default_tx(name, _num_replicas)
+
+
+@functools.cache
+def _first_steps(name, num_replicas):
+  del num_replicas
+  tx = _tx(name)
+  return _run(name, tx, _params(), tx.init(_params()), 3)
+
+
+def _three_steps(name):
+  """(params, state) after three `_run` steps of `_tx(name)`."""
+  return _first_steps(name, _num_replicas)
 
 
 def _run(name, tx, params, state, steps, start=0):
@@ -221,7 +257,7 @@ def test_converges_on_rosenbrock(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_jit_does_not_recompile(name):
-  tx = _info(name).build()
+  tx = _tx(name)
   params = _params()
   traces = []
 
@@ -261,17 +297,19 @@ def test_inject_hyperparams_matches_plain(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_multisteps_accumulates_like_one_big_batch(name):
-  tx = _info(name).build()
+  tx = _tx(name)
   multi = optax.MultiSteps(tx, every_k_schedule=2)
   params = _params()
   m_params, m_state = params, multi.init(params)
+  m_update = _jit_update(name, multi)
   for i in range(4):
-    updates, m_state = _jit_update(name, multi)(_grads(i), m_state, m_params)
+    updates, m_state = m_update(_grads(i), m_state, m_params)
     m_params = optax.apply_updates(m_params, updates)
   s_params, s_state = params, tx.init(params)
+  s_update = _jit_update(name, tx)
   for i in (0, 2):
     mean = jax.tree.map(lambda a, b: (a + b) / 2, _grads(i), _grads(i + 1))
-    updates, s_state = _jit_update(name, tx)(mean, s_state, s_params)
+    updates, s_state = s_update(mean, s_state, s_params)
     s_params = optax.apply_updates(s_params, updates)
   tu.assert_trees_close(m_params, s_params, rtol=1e-5, atol=1e-6)
 
@@ -280,9 +318,8 @@ def test_multisteps_accumulates_like_one_big_batch(name):
 def test_learning_rate_schedule(name):
   info = _info(name)
   lr = info.learning_rate
-  constant, _ = _run(
-    name, info.build(lr), _params(), info.build(lr).init(_params()), 4
-  )
+  const = _tx(name)  # built at the registered (constant) rate
+  constant, _ = _run(name, const, _params(), const.init(_params()), 4)
   scheduled_tx = info.build(optax.constant_schedule(lr))
   scheduled, _ = _run(
     name, scheduled_tx, _params(), scheduled_tx.init(_params()), 4
@@ -292,22 +329,23 @@ def test_learning_rate_schedule(name):
   # leaves steps 0-1 untouched and changes what follows.
   cut = info.build(optax.piecewise_constant_schedule(lr, {2: 0.5}))
   p_cut, s_cut = _run(name, cut, _params(), cut.init(_params()), 2)
-  p_const, s_const = _run(
-    name, info.build(lr), _params(), info.build(lr).init(_params()), 2
-  )
+  p_const, s_const = _run(name, const, _params(), const.init(_params()), 2)
   tu.assert_trees_equal(p_cut, p_const)
   p_cut, _ = _run(name, cut, p_cut, s_cut, 2, start=2)
-  p_const, _ = _run(name, info.build(lr), p_const, s_const, 2, start=2)
+  p_const, _ = _run(name, const, p_const, s_const, 2, start=2)
   assert not np.allclose(p_cut['w'], p_const['w'], rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize('name', METHODS)
 def test_keeps_param_dtype_and_state_layout(name, dtype):
-  tx = _info(name).build()
+  tx = _tx(name)
   params = _params(dtype)
   state0 = tx.init(params)
-  params1, state1 = _run(name, tx, params, state0, 3)
+  if dtype == jnp.float32:
+    params1, state1 = _three_steps(name)
+  else:
+    params1, state1 = _run(name, tx, params, state0, 3)
   assert tu.shapes_and_dtypes(params1) == tu.shapes_and_dtypes(params)
   assert jax.tree.structure(state1) == jax.tree.structure(state0)
   assert tu.shapes_and_dtypes(state1) == tu.shapes_and_dtypes(state0)
@@ -327,8 +365,8 @@ def test_invalid_hyperparameters_raise(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_state_survives_save_and_restore(name):
-  tx = _info(name).build()
-  params, state = _run(name, tx, _params(), tx.init(_params()), 3)
+  tx = _tx(name)
+  params, state = _three_steps(name)
   blob = flax.serialization.to_bytes(state)
   restored = flax.serialization.from_bytes(tx.init(_params()), blob)
   tu.assert_trees_equal(restored, state)
@@ -339,7 +377,7 @@ def test_state_survives_save_and_restore(name):
 
 @pytest.mark.parametrize('name', METHODS)
 def test_nan_gradient_is_not_hidden(name):
-  tx = _info(name).build()
+  tx = _tx(name)
   params = _params()
   grads = _grads(0)
   # The last axis: a leading replica or worker axis may have size 1.
@@ -374,8 +412,7 @@ def test_registry_entry_is_complete(name):
 @pytest.mark.parametrize('name', METHODS)
 def test_eval_params_matches_registry(name):
   info = _info(name)
-  tx = info.build()
-  params, state = _run(name, tx, _params(), tx.init(_params()), 3)
+  params, state = _three_steps(name)
   evaluated = optax_zoo.eval_params(state, params)
   assert tu.shapes_and_dtypes(evaluated) == tu.shapes_and_dtypes(params)
   differs = not np.array_equal(evaluated['w'], params['w'])
@@ -386,7 +423,7 @@ def test_eval_params_matches_registry(name):
 def test_state_can_be_donated_with_params(name):
   # Training loops donate params and state together; a state leaf that
   # aliases a parameter buffer makes XLA refuse the call.
-  tx = _info(name).build()
+  tx = _tx(name)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, state, grads):
@@ -403,7 +440,7 @@ def test_state_can_be_donated_with_params(name):
 def test_ignores_extra_arguments_it_does_not_take(name):
   # The loop passes every extra argument to every method; each must take
   # what it needs and ignore the rest, with the same result.
-  tx = _info(name).build()
+  tx = _tx(name)
   params = _params()
   state = tx.init(params)
   needed, _ = _jit_update(name, tx)(_grads(0), state, params)
