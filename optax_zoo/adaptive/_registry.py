@@ -515,7 +515,7 @@ ENTRIES = (
     reference=(
       'curvlinops-for-pytorch KFACLinearOperator and '
       'KFACInverseLinearOperator (factors and damped inverses, live, '
-      'tests/reference/kfac_test.py); a dense float64 Fisher from '
+      'tests/reference/kfac_curvlinops_test.py); a dense float64 Fisher from '
       'per-example gradients'
     ),
     # Momentum; the Kronecker factors and their inverses are per layer
