@@ -113,7 +113,8 @@ def measure(args) -> dict[str, Any]:
       u, s = tx.update(g, s, p, kfac_stats=stats)
       return optax.apply_updates(p, u), s
 
-    state = jax.vmap(lambda _, tx=tx: tx.init(params))(jnp.arange(n))
+    # jit: one program, not a compilation per eager op.
+    state = jax.jit(jax.vmap(lambda _, tx=tx: tx.init(params)))(jnp.arange(n))
     # The factor and inverse buffers the state holds, per worker (the
     # preconditioner's state is the chain's first: count, factors,
     # inverses).

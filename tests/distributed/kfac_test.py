@@ -50,14 +50,23 @@ def _grads_stats(params, x, y):
   return g, stats
 
 
+def _steps(tx, params, xs, ys):
+  """K-FAC steps on the batches ``xs``, ``ys`` (a scan: one step body to
+  compile, not one per step)."""
+
+  def step(carry, batch):
+    p, state = carry
+    g, stats = _grads_stats(p, *batch)
+    u, state = tx.update(g, state, p, kfac_stats=stats)
+    return (optax.apply_updates(p, u), state), None
+
+  (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), (xs, ys))
+  return params
+
+
 def _single_run(tx, steps, params):
   _, _, _, xs, ys = _setup()
-  state = tx.init(params)
-  for i in range(steps):
-    g, stats = _grads_stats(params, xs[i], ys[i])
-    u, state = tx.update(g, state, params, kfac_stats=stats)
-    params = optax.apply_updates(params, u)
-  return params
+  return _steps(tx, params, xs[:steps], ys[:steps])
 
 
 def _single(tx, steps):
@@ -68,12 +77,7 @@ def _workers(tx, steps, same_data=False):
   _, params, _, xs, ys = _setup()
 
   def run(x_local, y_local):
-    p, state = params, tx.init(params)
-    for i in range(steps):
-      g, stats = _grads_stats(p, x_local[i], y_local[i])
-      u, state = tx.update(g, state, p, kfac_stats=stats)
-      p = optax.apply_updates(p, u)
-    return p
+    return _steps(tx, params, x_local[:steps], y_local[:steps])
 
   split = lambda a: a.reshape(a.shape[0], W, -1, *a.shape[2:]).swapaxes(0, 1)
   if same_data:
@@ -220,7 +224,7 @@ def test_bad_input_raises():
   with pytest.raises(ValueError, match="`assignment\\['a'\\]`"):
     optax_zoo.scale_by_dp_kfac('w', assignment={'a': -1})
   _, params, _, xs, ys = _setup()
-  g, stats = _grads_stats(params, xs[0], ys[0])
+  g, stats = jax.jit(_grads_stats)(params, xs[0], ys[0])
   tx = optax_zoo.scale_by_dkfac('w')
   with pytest.raises(ValueError, match='not bound'):
     tx.update(g, tx.init(params), params, kfac_stats=stats)

@@ -36,19 +36,26 @@ def _views(key, ex):
 
 
 def _by_hand(model, batch, key, clip):
-  """Per example: K views from its key, mean gradient, clip, sum."""
+  """Per example: K views from its key, mean gradient, clip, sum.
+
+  A Python loop over examples and views (independent of the vectorized
+  code under test); each view's gradient is one jitted function of the
+  same shapes, compiled once.
+  """
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  @jax.jit
+  def view_grad(params, k, x, y):
+    view = (AUG(k, x)[None], y[None])
+    return jax.grad(lambda p: _loss(nnx.merge(graphdef, p, rest), view))(params)
+
   keys = jax.random.split(key, B)
   total = jax.tree.map(jnp.zeros_like, params)
   for i in range(B):
-    grads = []
-    for k in jax.random.split(keys[i], K):
-      view = (AUG(k, batch[0][i])[None], batch[1][i : i + 1])
-      grads.append(
-        jax.grad(lambda p, v=view: _loss(nnx.merge(graphdef, p, rest), v))(
-          params
-        )
-      )
+    grads = [
+      view_grad(params, k, batch[0][i], batch[1][i])
+      for k in jax.random.split(keys[i], K)
+    ]
     mean = jax.tree.map(lambda *g: sum(g) / K, *grads)
     norm = optax.tree.norm(mean)
     scale = jnp.minimum(1.0, clip / norm)
@@ -80,9 +87,11 @@ def test_multiplicity_clips_the_mean_gradient_of_the_views(make, method):
   assert 0 < int(stats.num_clipped) <= B
   # One view is not K views: the multiplicity is not a no-op.
   one = augmentation_multiplicity(_loss, _views, 1)
-  g1, _ = model_clipped_grad_sum(
-    model, one, batch, clip_norm=clip, keep_batch_dim=True, key=key
-  )
+  g1, _ = jax.jit(
+    lambda b, k: model_clipped_grad_sum(
+      model, one, b, clip_norm=clip, keep_batch_dim=True, key=k
+    )
+  )(batch, key)
   assert not np.allclose(
     jax.tree.leaves(g1)[0], jax.tree.leaves(got)[0], rtol=1e-3
   )
