@@ -326,11 +326,14 @@ def test_learning_rate_schedule(name):
   )
   tu.assert_trees_close(constant, scheduled, rtol=1e-6, atol=1e-7)
   # The schedule is read at the step count: a rate that halves at step 2
-  # leaves steps 0-1 untouched and changes what follows.
+  # leaves steps 0-1 untouched and changes what follows. Untouched up to
+  # roundoff, as above: two programs (a constant folded in, a schedule
+  # read at run time) may round differently (gadamx does, by 1 ulp, with
+  # XLA's classic CPU emitters).
   cut = info.build(optax.piecewise_constant_schedule(lr, {2: 0.5}))
   p_cut, s_cut = _run(name, cut, _params(), cut.init(_params()), 2)
   p_const, s_const = _run(name, const, _params(), const.init(_params()), 2)
-  tu.assert_trees_equal(p_cut, p_const)
+  tu.assert_trees_close(p_cut, p_const, rtol=1e-6, atol=1e-7)
   p_cut, _ = _run(name, cut, p_cut, s_cut, 2, start=2)
   p_const, _ = _run(name, const, p_const, s_const, 2, start=2)
   assert not np.allclose(p_cut['w'], p_const['w'], rtol=1e-6, atol=0)

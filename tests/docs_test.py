@@ -14,6 +14,7 @@ import jupytext
 import pytest
 
 import optax_zoo
+from optax_zoo._src import test_utils as tu
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'docs'))
@@ -226,12 +227,9 @@ def test_install_cell_installs_the_package_from_a_wheel(tmp_path):
         text=True,
         timeout=600,
         cwd=tmp_path,
-        env={
-          **env,
-          'OPTAX_ZOO_SMALL': '1',
-          'MPLBACKEND': 'Agg',
-          'JAX_DISABLE_MOST_OPTIMIZATIONS': '1',
-        },
+        env=tu.fast_compile_env(
+          {**env, 'OPTAX_ZOO_SMALL': '1', 'MPLBACKEND': 'Agg'}
+        ),
       )
       assert run.returncode == 0, run.stderr[-3000:]
 

@@ -9,12 +9,14 @@ directory, so the committed results are never touched.
 import importlib
 import json
 import math
+import os
 import pkgutil
 
 import pytest
 
 import experiments
 from experiments import _lib
+from optax_zoo._src import test_utils as tu
 
 # Launcher module -> (command line of a tiny run, top-level keys of its
 # JSON, whether it saves a plot). Each run trains as few configurations as
@@ -230,12 +232,13 @@ TINY = {
     False,
   ),
   'perf.kfac_distributed': (
-    '--devices 2 --width 32 --batch 8 --repeats 1 --steps 1',
+    '--devices 2 --width 16 --batch 4 --repeats 1 --steps 1',
     {'perf_kfac_distributed': ['config', 'machine', 'measured']},
     False,
   ),
   'perf.kfac_step_time': (
-    '--models mlp --batch 16 --repeats 1 --steps 10',
+    '--models mlp --batch 16 --repeats 1 --steps 10 '
+    '--variants kfac_eigen_T10,kfac_pi_T10_loop',
     {'perf_kfac_step_time': ['config', 'machine', 'models']},
     False,
   ),
@@ -443,6 +446,10 @@ def test_launcher_runs_at_tiny_size(name, tmp_path, monkeypatch):
     pytest.importorskip('pyhessian')
   monkeypatch.setenv(_lib.RESULTS_ENV, str(tmp_path))
   monkeypatch.setenv('MPLBACKEND', 'Agg')
+  # Launchers that measure in a child process (a device count fixed at
+  # start) compile there as this process does (conftest.py): fast.
+  for k, v in tu.fast_compile_env(dict(os.environ)).items():
+    monkeypatch.setenv(k, v)
   argv, results, plots = TINY[name]
   importlib.import_module(f'experiments.{name}').main(argv.split())
   for result, keys in results.items():

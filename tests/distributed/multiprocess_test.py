@@ -27,6 +27,7 @@ import optax
 import pytest
 
 import optax_zoo
+from optax_zoo._src import test_utils as tu
 from tests.distributed import multiprocess_case as c
 from tests.distributed.multiprocess_case import (
   AXIS,
@@ -151,7 +152,7 @@ def outputs(tmp_path_factory):
   )
   env['JAX_PLATFORMS'] = 'cpu'
   # Correctness, not speed: compile as the rest of the suite does.
-  env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
+  env = tu.fast_compile_env(env)
   port = str(_free_port())
   procs = [
     subprocess.Popen(
