@@ -1,7 +1,7 @@
 """Test-session settings shared by the suite, its doctests and notebooks.
 
 The suite is compile-bound: most tests build small programs and run them for
-a few steps, so compiling, not running, is what costs time. Two settings
+a few steps, so compiling, not running, is what costs time. Three settings
 cut it:
 
 - JAX's persistent compilation cache. Many tests build the same programs
@@ -13,17 +13,20 @@ cut it:
   environment). It lives in ``.jax_cache/`` at the repository root (ignored
   by git); set ``JAX_COMPILATION_CACHE_DIR`` to move it.
 - XLA without most optimizations (``jax_disable_most_optimizations``),
-  which compiles these programs 1.4-3x faster, and, with it, XLA:CPU's
-  classic elemental emitters instead of its MLIR fusion emitters
-  (``xla_cpu_use_fusion_emitters=False``, `FAST_XLA_OPTIONS`): about 40%
+  which compiles these programs 1.4-3x faster. The parity tests in
+  ``tests/reference`` and tests marked ``optimized`` keep the default
+  optimizations: their figures are the ones users get, and the registry
+  records them.
+- XLA:CPU's classic elemental emitters instead of its MLIR fusion emitters
+  (``--xla_cpu_use_fusion_emitters=false`` in ``XLA_FLAGS``): about 40%
   less CPU per compilation of a small op here and 22% less wall time for
   tests/common_test.py (181 s -> 141 s). Same operations, possibly
-  different roundoff. The parity tests in ``tests/reference`` and tests
-  marked ``optimized`` keep the default compiler: their figures are the
-  ones users get, and the registry records them.
+  different roundoff. An XLA flag holds for the whole process, parity
+  tests included, and child processes inherit it, so they share the
+  compilation cache with this one (its key hashes ``XLA_FLAGS``).
 
-Child processes (notebook kernels, mesh scripts, launchers) get the same
-settings from `optax_zoo._src.test_utils.fast_compile_env`.
+Child processes (notebook kernels, mesh scripts, launchers) compile as this
+one through `optax_zoo._src.test_utils.fast_compile_env`.
 """
 
 import os
@@ -39,33 +42,15 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # file lock at every write, which made the suite 3.5x slower (21 min against
 # 6). A run adds about 50 MB for code that changed; delete `.jax_cache/`
 # to reclaim it.
+# XLA reads its flags once, when JAX starts; child processes inherit them.
+_FAST_XLA_FLAGS = '--xla_cpu_use_fusion_emitters=false'
+if _FAST_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (
+    f'{os.environ.get("XLA_FLAGS", "")} {_FAST_XLA_FLAGS}'.strip()
+  )
 
 import jax  # noqa: E402 (after the cache settings it reads)
 import pytest  # noqa: E402
-from jax._src import compiler as _jax_compiler  # noqa: E402
-
-from optax_zoo._src.test_utils import FAST_XLA_OPTIONS  # noqa: E402
-
-# JAX has no setting for default per-compilation XLA options, so the one
-# function that builds them is wrapped (private API: if it moves, the
-# suite still runs, only slower). The options join the compilation cache's
-# key, so fast and default programs never mix.
-_get_compile_options = getattr(_jax_compiler, 'get_compile_options', None)
-
-
-def _fast_compile_options(*args, env_options_overrides=None, **kwargs):
-  if jax.config.values['jax_disable_most_optimizations']:
-    env_options_overrides = {
-      **FAST_XLA_OPTIONS,
-      **(env_options_overrides or {}),
-    }
-  return _get_compile_options(
-    *args, env_options_overrides=env_options_overrides, **kwargs
-  )
-
-
-if _get_compile_options is not None:
-  _jax_compiler.get_compile_options = _fast_compile_options
 
 _OPTIMIZED = (_ROOT / 'tests' / 'reference',)
 

@@ -181,24 +181,11 @@ def shapes_and_dtypes(tree: Any) -> Any:
   return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
 
 
-# XLA options the suite compiles with, beside
-# ``jax_disable_most_optimizations`` (see conftest.py): XLA:CPU's classic
-# elemental emitters compile small programs faster than its MLIR fusion
-# emitters.
-FAST_XLA_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
-
-
 def fast_compile_env(env: dict[str, str]) -> dict[str, str]:
-  """``env`` for a child Python that compiles as the suite does: most XLA
-  optimizations off and `FAST_XLA_OPTIONS` (as XLA flags)."""
-  flags = ' '.join(
-    f'--{k}={str(v).lower()}' for k, v in FAST_XLA_OPTIONS.items()
-  )
-  return {
-    **env,
-    'JAX_DISABLE_MOST_OPTIMIZATIONS': '1',
-    'XLA_FLAGS': f'{env.get("XLA_FLAGS", "")} {flags}'.strip(),
-  }
+  """``env`` for a child Python that compiles as the suite does (see
+  conftest.py): most XLA optimizations off; the suite's ``XLA_FLAGS``
+  come with ``env`` (they are in ``os.environ`` under pytest)."""
+  return {**env, 'JAX_DISABLE_MOST_OPTIMIZATIONS': '1'}
 
 
 def run_on_cpu_devices(

@@ -411,7 +411,11 @@ def test_batchnorm_statistics_come_from_the_clean_pass():
   sgd_stats, sgd_params = run(_inner(0.5))
   sam_stats, sam_params = run(optax_zoo.sam(_inner(0.5), rho=2.0))
   stats = lambda s: nnx.state(s, nnx.BatchStat)
-  tu.assert_trees_equal(sgd_stats, sam_stats)
+  # SAM's statistics are SGD's: the clean pass's, to roundoff (two
+  # programs; XLA's classic CPU emitters round one batch mean 1 ulp apart,
+  # 4e-7 relative). Statistics of the perturbed pass (weights moved by
+  # rho=2) are not within 1e-6 of them.
+  tu.assert_trees_close(sgd_stats, sam_stats, rtol=1e-6, atol=1e-9)
   init = nnx.state(
     ResNet1D(3, channels=4, num_blocks=1, rngs=nnx.Rngs(0)), nnx.BatchStat
   )
