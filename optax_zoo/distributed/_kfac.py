@@ -140,19 +140,9 @@ def kfac_assignment(
   v.check_int('inverse_every', inverse_every, minimum=1)
   _check_rows(rows)
   layers = adaptive.kfac_layers(params)
-
-  def rows_of(name):
-    if isinstance(rows, Mapping):
-      if name not in rows:
-        raise ValueError(
-          f'`rows` has no entry for the layer {name!r} (layers: '
-          f'{sorted(layers)}).'
-        )
-      return rows[name]
-    return rows or 1
-
   costs = {
-    name: _layer_cost(layer.dims, rows_of(name), inverse_every)
+    name: _build_flops(layer.dims, _rows_of(rows, name, layers))
+    + _inverse_flops(layer.dims) / inverse_every
     for name, layer in layers.items()
   }
   loads = [0.0] * num_workers
@@ -164,9 +154,28 @@ def kfac_assignment(
   return out
 
 
-def _layer_cost(dims, rows, inverse_every):
-  d_a, d_g = dims
-  return 2 * rows * (d_a**2 + d_g**2) + (d_a**3 + d_g**3) / inverse_every
+def _rows_of(rows, name, layers):
+  """Rows of statistics of layer ``name`` (None: 1, the inversion term
+  dominates)."""
+  if isinstance(rows, Mapping):
+    if name not in rows:
+      raise ValueError(
+        f'`rows` has no entry for the layer {name!r} (layers: '
+        f'{sorted(layers)}).'
+      )
+    return rows[name]
+  return rows or 1
+
+
+# The cost model (kfac_assignment, kfac_worker_costs): building a layer's
+# factors from n rows, and one inversion of them (Cholesky and triangular
+# solves, constant factors dropped).
+def _build_flops(dims, rows):
+  return 2 * rows * sum(d * d for d in dims)
+
+
+def _inverse_flops(dims):
+  return sum(d**3 for d in dims)
 
 
 def kfac_wire_floats(params: Any, variant: str) -> int:
@@ -324,13 +333,6 @@ class _Slot(NamedTuple):
   dims: tuple[int, int]
 
 
-def _inverse_sizes(dims, inverse):
-  d_a, d_g = dims
-  if inverse == 'pi':
-    return (d_a * d_a, d_g * d_g)
-  return (d_a * d_a, d_a, d_g * d_g, d_g)
-
-
 def _layout(layers, owners, inverse):
   """Static offsets of each layer in its owner's buffers; buffer lengths."""
   slots, f_used, i_used = {}, {}, {}
@@ -339,7 +341,7 @@ def _layout(layers, owners, inverse):
     f, i = f_used.get(w, 0), i_used.get(w, 0)
     slots[name] = _Slot(w, f, i, dims)
     f_used[w] = f + dims[0] ** 2 + dims[1] ** 2
-    i_used[w] = i + sum(_inverse_sizes(dims, inverse))
+    i_used[w] = i + sum(math.prod(s) for s in _inverse_shapes(dims, inverse))
   return (
     slots,
     max(f_used.values(), default=0),
@@ -676,11 +678,9 @@ def kfac_worker_costs(
   if variant == 'dkfac':
     owners = None
     mine = {w: sorted(layers) for w in range(num_workers)}
-    floats = sum(
-      d_a**2 + d_g**2 + sum(_inverse_sizes((d_a, d_g), inverse))
-      for d_a, d_g in (layers[n].dims for n in layers)
-    )
-    factor_floats = (floats,) * num_workers
+    # Every layer on every worker: the layout of one worker owning all.
+    _, f_len, i_len = _layout(layers, dict.fromkeys(layers, 0), inverse)
+    factor_floats = (f_len + i_len,) * num_workers
   else:
     if assignment is None:
       owners = kfac_assignment(
@@ -694,17 +694,16 @@ def kfac_worker_costs(
     _, f_len, i_len = _layout(layers, owners, inverse)
     factor_floats = (f_len + i_len,) * num_workers
 
-  def rows_of(name):
-    return rows[name] if isinstance(rows, Mapping) else rows
-
   build = tuple(
     float(
-      sum(2 * rows_of(n) * sum(d * d for d in layers[n].dims) for n in mine[w])
+      sum(
+        _build_flops(layers[n].dims, _rows_of(rows, n, layers)) for n in mine[w]
+      )
     )
     for w in range(num_workers)
   )
   inv = tuple(
-    float(sum(sum(d**3 for d in layers[n].dims) for n in mine[w]))
+    float(sum(_inverse_flops(layers[n].dims) for n in mine[w]))
     for w in range(num_workers)
   )
   return KFACWorkerCosts(build, inv, factor_floats, owners)
