@@ -18,6 +18,12 @@ trained ones and the model has BatchNorm, its statistics are first
 recomputed for them on the training set (as ``torch.optim.swa_utils.
 update_bn``). `train` and `train_seeds` return a `TrainResult`: the trained
 and the evaluated weights, the optimizer and model state, and the `History`.
+
+A ``batch_transform`` changes what each step trains on, inside the jitted
+step: batch augmentation (`optax_zoo.training.batch_augmentation`),
+adversarial examples (`optax_zoo.training.adversarial_training`, H-SAT and
+P-SAT curricula). It gets a `StepContext`: a fresh key per step, the step
+number, and the model's logits at the step's parameters.
 """
 
 from __future__ import annotations
@@ -43,9 +49,11 @@ from optax_zoo.averaging import eval_params as find_eval_params
 from optax_zoo.training.data import Dataset
 
 __all__ = [
+  'BatchTransform',
   'EvalHook',
   'History',
   'LossFn',
+  'StepContext',
   'TrainResult',
   'TrainState',
   'cross_entropy_loss',
@@ -56,6 +64,35 @@ __all__ = [
 ]
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+  """What a ``batch_transform`` sees of the training step it runs in.
+
+  Attributes:
+    key: a PRNG key for this step alone: ``fold_in(key(seed), step)``, so
+      a run is reproducible from its seed and no two steps share a key.
+    step: the step's index from 0, an int32 scalar (traced).
+    logits_fn: ``logits_fn(x) -> logits``, the model at this step's
+      parameters in train mode (BatchNorm normalizes with the batch it is
+      given); its model state is read only, so an attack's forward passes
+      do not move BatchNorm's running statistics.
+    loss_fn: the training loss, ``loss_fn(logits, labels) -> scalar``.
+  """
+
+  key: jax.Array
+  step: jax.Array
+  logits_fn: Callable[[jax.Array], jax.Array]
+  loss_fn: LossFn
+
+
+# ``batch_transform(ctx, x, y) -> (x, y)``: the batch the step trains on,
+# from the batch drawn for it. It may change the batch's size (batch
+# augmentation repeats each example), not the features' shape.
+BatchTransform = Callable[
+  [StepContext, jax.Array, jax.Array], tuple[jax.Array, jax.Array]
+]
 
 # Below this many steps a progress bar is more noise than help.
 _PROGRESS_MIN_STEPS = 500
@@ -245,15 +282,19 @@ def make_train_fn(
   *,
   loss_fn: LossFn | None = None,
   vmap: bool = False,
+  batch_transform: BatchTransform | None = None,
 ) -> Callable[..., tuple[Any, Any, optax.OptState, jax.Array]]:
   """The jitted training function for a split model.
 
-  The returned ``train_fn(params, rest, opt_state, x, y, batches)`` runs one
-  training step per row of ``batches`` (integer indices into ``x`` and ``y``,
-  shape ``(num_steps, batch_size)``) in a `lax.scan` and returns ``(params,
-  rest, opt_state, losses)``. It donates ``params``, ``rest`` and
-  ``opt_state``: their buffers are reused for the outputs and are deleted
-  after the call.
+  The returned ``train_fn(params, rest, opt_state, x, y, batches, start=0,
+  key=None)`` runs one training step per row of ``batches`` (integer
+  indices into ``x`` and ``y``, shape ``(num_steps, batch_size)``) in a
+  `lax.scan` and returns ``(params, rest, opt_state, losses)``. It donates
+  ``params``, ``rest`` and ``opt_state``: their buffers are reused for the
+  outputs and are deleted after the call. ``start`` is the index of the
+  first of these steps and ``key`` the run's PRNG key (default
+  ``key(0)``; with ``vmap``, one per seed): the ``batch_transform`` of step
+  ``t`` gets ``fold_in(key, t)``.
 
   ``tx.update`` gets every extra update argument of
   ``optax_zoo._src.extra_args.supply`` on the step's batch: ``value`` (the
@@ -272,7 +313,11 @@ def make_train_fn(
     loss_fn: ``loss_fn(logits, labels) -> scalar``, a mean over the batch;
       default `cross_entropy_loss`.
     vmap: map over a leading seed axis of ``params``, ``rest``,
-      ``opt_state`` and ``batches`` (``x`` and ``y`` are shared).
+      ``opt_state``, ``batches`` and ``key`` (``x`` and ``y`` are shared).
+    batch_transform: ``batch_transform(ctx, x, y) -> (x, y)``, the batch to
+      train on from the batch drawn (a `StepContext` ``ctx``); default the
+      drawn batch. The loss, the gradient and every extra argument are of
+      the transformed batch, and so are the returned ``losses``.
 
   Returns:
     The jitted function.
@@ -296,10 +341,19 @@ def make_train_fn(
   per_example = _per_example_loss_fn(loss_fn)
   tx = optax.with_extra_args_support(tx)
 
-  def run(params, rest, opt_state, x, y, batches):
-    def step(carry, batch):
+  def run_one(params, rest, opt_state, x, y, batches, start, key):
+    def step(carry, inputs):
       params, rest, opt_state = carry
+      batch, t = inputs
       xb, yb = x[batch], y[batch]
+      if batch_transform is not None:
+        ctx = StepContext(
+          key=jax.random.fold_in(key, t),
+          step=t,
+          logits_fn=lambda xs: nnx.merge(graphdef, params, rest, copy=True)(xs),
+          loss_fn=loss_fn,
+        )
+        xb, yb = batch_transform(ctx, xb, yb)
 
       def batch_loss(params):
         model = nnx.merge(graphdef, params, rest, copy=True)
@@ -331,13 +385,23 @@ def make_train_fn(
       updates, opt_state = tx.update(grads, opt_state, params, **extra)
       return (optax.apply_updates(params, updates), new_rest, opt_state), loss
 
+    steps = start + jnp.arange(batches.shape[0], dtype=jnp.int32)
     (params, rest, opt_state), losses = jax.lax.scan(
-      step, (params, rest, opt_state), batches
+      step, (params, rest, opt_state), (batches, steps)
     )
     return params, rest, opt_state, losses
 
   if vmap:
-    run = jax.vmap(run, in_axes=(0, 0, 0, None, None, 0))
+    run_one = jax.vmap(run_one, in_axes=(0, 0, 0, None, None, 0, None, 0))
+
+  def run(params, rest, opt_state, x, y, batches, start=0, key=None):
+    if key is None:
+      key = jax.random.key(0)
+      if vmap:
+        key = jax.random.split(key, batches.shape[0])
+    start = jnp.asarray(start, jnp.int32)
+    return run_one(params, rest, opt_state, x, y, batches, start, key)
+
   return jax.jit(run, donate_argnums=(0, 1, 2))
 
 
@@ -501,16 +565,24 @@ def _fit(
   vmap: bool,
   progress: bool | None,
   desc: str,
+  batch_transform: BatchTransform | None,
+  key: jax.Array,
 ) -> TrainResult:
   """Trains, evaluating at ``points``; the `TrainResult` at the last step.
 
   ``graphdefs`` are in train, eval and statistics mode. With ``vmap``,
-  ``params``, ``rest`` and ``orders`` carry a leading seed axis.
+  ``params``, ``rest``, ``orders`` and ``key`` carry a leading seed axis.
   """
   train_def, eval_def, stats_def = graphdefs
   steps = points[-1]
   opt_state = (jax.vmap(tx.init) if vmap else tx.init)(params)
-  train_fn = make_train_fn(train_def, tx, loss_fn=loss_fn, vmap=vmap)
+  train_fn = make_train_fn(
+    train_def,
+    tx,
+    loss_fn=loss_fn,
+    vmap=vmap,
+    batch_transform=batch_transform,
+  )
   evaluate = _evaluator(eval_def, loss_fn, vmap)
   find = jax.vmap(find_eval_params) if vmap else find_eval_params
   averages = _averages(find, opt_state, params)
@@ -561,16 +633,17 @@ def _fit(
   try:
     for start, stop in itertools.pairwise(points):
       batches = jnp.asarray(orders[..., start:stop, :])
+      first = jnp.asarray(start, jnp.int32)
       num = stop - start
       if num not in compiled:
         t0 = time.perf_counter()
         compiled[num] = train_fn.lower(
-          params, rest, opt_state, x_train, y_train, batches
+          params, rest, opt_state, x_train, y_train, batches, first, key
         ).compile()
         compile_time += time.perf_counter() - t0
       t0 = time.perf_counter()
       params, rest, opt_state, losses = compiled[num](
-        params, rest, opt_state, x_train, y_train, batches
+        params, rest, opt_state, x_train, y_train, batches, first, key
       )
       jax.block_until_ready((params, rest, opt_state, losses))
       step_times.append((time.perf_counter() - t0) / num)
@@ -612,6 +685,7 @@ def train(
   progress: bool | None = None,
   loss_fn: LossFn | None = None,
   on_eval: EvalHook | None = None,
+  batch_transform: BatchTransform | None = None,
 ) -> TrainResult:
   """Trains ``model`` with ``tx`` on ``data`` and records test metrics.
 
@@ -639,7 +713,8 @@ def train(
     batch_size: examples per step, in [1, number of training examples].
     eval_every: steps between evaluations (default ``max(1, steps // 20)``),
       or the steps to evaluate at (0 and ``steps`` are always added).
-    seed: seeds the data order.
+    seed: seeds the data order, and ``key(seed)`` the ``batch_transform``'s
+      keys.
     progress: show a tqdm progress bar; default: when ``steps >= 500`` and
       stderr is a terminal.
     loss_fn: ``loss_fn(logits, labels) -> scalar``, a batch mean; default
@@ -649,6 +724,9 @@ def train(
       the evaluations into `History.measurements`. The state's arrays are
       valid during the call only (the next training chunk donates them):
       copy what you keep.
+    batch_transform: ``batch_transform(ctx, x, y) -> (x, y)``: what each
+      step trains on instead of the drawn batch (see `make_train_fn`),
+      for example `batch_augmentation` or `adversarial_training`.
 
   Returns:
     The `TrainResult` after the last step.
@@ -681,6 +759,8 @@ def train(
     vmap=False,
     progress=progress,
     desc=f'train {data.name}',
+    batch_transform=batch_transform,
+    key=jax.random.key(seed),
   )
   # Copies: the result keeps its own arrays, and the model must not share
   # buffers a later training call would donate.
@@ -705,6 +785,7 @@ def train_seeds(
   loss_fn: LossFn | None = None,
   on_eval: EvalHook | None = None,
   desc: str | None = None,
+  batch_transform: BatchTransform | None = None,
 ) -> TrainResult:
   """Trains one configuration under several seeds as one vmapped program.
 
@@ -729,6 +810,8 @@ def train_seeds(
     loss_fn: ``loss_fn(logits, labels) -> scalar``.
     on_eval: as in `train`; the state is seed-stacked.
     desc: the progress bar's label.
+    batch_transform: as in `train`; seed ``s`` draws its keys from
+      ``key(s)``.
 
   Returns:
     The seed-stacked `TrainResult`: every array has a leading seed axis in
@@ -776,4 +859,6 @@ def train_seeds(
     vmap=True,
     progress=progress,
     desc=desc or f'{len(seeds)} seeds',
+    batch_transform=batch_transform,
+    key=jnp.stack([jax.random.key(s) for s in seeds]),
   )
