@@ -1,0 +1,1 @@
+"""Experiments on training procedures: batch augmentation, adversarial."""
