@@ -26,6 +26,7 @@ from optax_zoo import training
 
 NAME = 'training_batch_augmentation'
 MULTIPLICITIES = (1, 2, 4, 8)
+FIXED_TARGET = 0.85
 
 
 def augmentation() -> training.AugmentFn:
@@ -110,15 +111,37 @@ def main(argv=None):
   plot(result, args.multiplicities, len(seeds))
 
 
-def summarize(result, ms):
+def _steps_to(run, target):
+  return [
+    next(
+      (s for s, a in zip(run['steps'], curve, strict=True) if a >= target), None
+    )
+    for curve in run['curves']
+  ]
+
+
+def _reach_cell(reach):
+  mean = reach['mean']
+  cell = 'never' if mean is None else f'{mean:.0f} ± {reach["ci95"]:.0f}'
+  return f'{cell} ({reach["reached"]}/{reach["of"]})'
+
+
+def summarize(result, ms, fixed_target=FIXED_TARGET):
+  """Final accuracy, and steps to two targets: M=1's mean final accuracy
+  (which only about half of M=1's own seeds reach, by construction) and a
+  fixed accuracy every configuration reaches."""
   runs = result['runs']
   base = runs.get(label(1))
   target = float(np.mean(base['final_accuracy'])) if base else None
   rows = [
-    f"target: M=1's mean final accuracy {100 * target:.1f}%" if target else '',
-    '| run | lr | final test acc (%) | minus M=1 | steps to target '
-    '(seeds reached) | time per step vs M=1 |',
-    '|---|---|---|---|---|---|',
+    f"targets: M=1's mean final accuracy {100 * target:.1f}%, and "
+    f'{100 * fixed_target:.0f}%'
+    if target
+    else '',
+    '| run | lr | final test acc (%) | minus M=1 | steps to M=1 final '
+    f'(seeds reached) | steps to {100 * fixed_target:.0f}% | time per step '
+    'vs M=1 |',
+    '|---|---|---|---|---|---|---|',
   ]
   summary = {}
   for m in ms:
@@ -126,15 +149,8 @@ def summarize(result, ms):
     entry = {'final_accuracy': _lib.summary(r['final_accuracy'])}
     cells = [label(m), f'{r["lr"]:g}', _lib.pct(r['final_accuracy'])]
     if base:
-      steps = [
-        next(
-          (s for s, a in zip(r['steps'], curve, strict=True) if a >= target),
-          None,
-        )
-        for curve in r['curves']
-      ]
-      reach = c.reached_summary(steps)
-      entry['steps_to_target'] = reach
+      entry['steps_to_target'] = c.reached_summary(_steps_to(r, target))
+      entry['steps_to_fixed'] = c.reached_summary(_steps_to(r, fixed_target))
       entry['minus_m1'] = _lib.paired(
         r['final_accuracy'], base['final_accuracy']
       )
@@ -142,20 +158,20 @@ def summarize(result, ms):
         r['final_accuracy'], base['final_accuracy']
       )
       entry['time_ratio'] = r['step_time'] / base['step_time']
-      mean = reach['mean']
       cells += [
         f'{_lib.pct_diff(r["final_accuracy"], base["final_accuracy"])} '
         f'({entry["verdict_vs_m1"]})',
-        ('never' if mean is None else f'{mean:.0f} ± {reach["ci95"]:.0f}')
-        + f' ({reach["reached"]}/{reach["of"]})',
+        _reach_cell(entry['steps_to_target']),
+        _reach_cell(entry['steps_to_fixed']),
         f'{entry["time_ratio"]:.2f}x',
       ]
     else:
-      cells += ['', '', '']
+      cells += ['', '', '', '']
     rows.append('| ' + ' | '.join(cells) + ' |')
     summary[label(m)] = entry
   result['summary'] = summary
   result['target'] = target
+  result['fixed_target'] = fixed_target
   print('\n'.join(rows))
 
 
