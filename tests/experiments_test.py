@@ -386,6 +386,24 @@ TINY = {
     {'sparsity_tickets': ['steps', 'seeds', 'sparsity', 'runs', 'summary']},
     True,
   ),
+  'training.batch_augmentation': (
+    '--steps 2 --seeds 2 --selection-seeds 1 --rates 0.01 '
+    '--multiplicities 1 2 --channels 4',
+    {'training_batch_augmentation': ['steps', 'seeds', 'runs', 'summary']},
+    True,
+  ),
+  'training.fast_adversarial': (
+    '--steps 2 --seeds 2 --selection-seeds 1 --rates 0.01 '
+    '--methods standard fgsm-rs --channels 4 --attack-steps 2',
+    {'training_fast_adversarial': ['steps', 'seeds', 'runs', 'summary']},
+    True,
+  ),
+  'training.sat': (
+    '--steps 2 --seeds 2 --selection-seeds 1 --rates 0.01 --eps 0.2 '
+    '--methods at p-sat --channels 4 --attack-steps 2 --hessian-examples 16',
+    {'training_sat': ['steps', 'seeds', 'runs', 'summary']},
+    True,
+  ),
 }
 
 # Launchers whose results may hold NaN at this size: they run one seed (one
