@@ -135,7 +135,10 @@ def pgd_attack(
       default cross-entropy.
 
   Returns:
-    ``x + delta``, the attacked inputs, same shape and dtype as ``x``.
+    ``x + delta``, the attacked inputs, same shape and dtype as ``x``. The
+    attack runs in float32 and rounds ``x + delta`` to ``x``'s dtype at the
+    end, so in bfloat16 ``|x_adv - x|`` can exceed ``eps`` by half a unit in
+    the last place of ``x`` (0.002 just below 1).
 
   Example:
     >>> import jax, jax.numpy as jnp
