@@ -13,7 +13,7 @@ batch of 200 test examples) at every evaluation, and a collapse is a fall
 of more than 0.2 between two evaluations (``catastrophic_overfitting``).
 Cost: the median wall time per step of the 10 seeds trained together.
 
-  python -m experiments.training.fast_adversarial   # ~10 min on 2 cores
+  python -m experiments.training.fast_adversarial   # ~15 min on 2 cores
 """
 
 from __future__ import annotations
@@ -83,7 +83,6 @@ def run(method, lr, seeds, *, args, data, check_size=200):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   c.add_common_args(parser, steps=1000)
-  parser.set_defaults(rates=[3e-3, 1e-2])
   parser.add_argument('--eps', type=float, default=0.2)
   parser.add_argument('--attack-steps', type=int, default=20)
   parser.add_argument('--methods', nargs='+', default=METHODS, choices=METHODS)

@@ -18,7 +18,7 @@ of the loss on fixed PGD-20 examples of 512 training examples, for the
 first seed's model of every configuration; and the premise, that it grows
 with the radius, on the AT model at eps = 0.2.
 
-  python -m experiments.training.sat   # ~12 min on 2 cores
+  python -m experiments.training.sat   # ~20 min on 2 cores
 """
 
 from __future__ import annotations
@@ -108,7 +108,6 @@ def run(method, eps, lr, seeds, *, args, data):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   c.add_common_args(parser, steps=800)
-  parser.set_defaults(rates=[3e-3, 1e-2])
   parser.add_argument('--eps', type=float, nargs='+', default=EPS)
   parser.add_argument('--methods', nargs='+', default=METHODS, choices=METHODS)
   parser.add_argument('--attack-steps', type=int, default=20)
