@@ -104,6 +104,11 @@ TINY = {
     {'averaging_fge': ['runs', 'summary', 'fge_minus_single', 'curve']},
     True,
   ),
+  'averaging.lookahead': (
+    '--seeds 2 --steps 4 --rates 0.01 --optimizers sgd',
+    {'averaging_lookahead': ['steps', 'seeds', 'runs', 'summary']},
+    True,
+  ),
   'averaging.gadam': (
     '--seeds 2 --steps 4',
     {'averaging_gadam': ['runs', 'summary', 'paired']},
