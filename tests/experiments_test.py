@@ -27,6 +27,12 @@ TINY = {
     {'adaptive_adamw_decoupling': ['steps', 'model', 'seeds', 'runs']},
     True,
   ),
+  'adaptive.adafactor_factored': (
+    '--steps 2 --seeds 2 --selection-seeds 1 --rates 0.01 '
+    '--methods adam adafactor-factored',
+    {'adaptive_adafactor_factored': ['steps', 'seeds', 'runs', 'summary']},
+    True,
+  ),
   'adaptive.batch_rule': (
     '--steps 2 --seeds 2 --batches 32 --num-rates 1',
     {'adaptive_batch_rule': ['steps', 'seeds', 'runs']},
